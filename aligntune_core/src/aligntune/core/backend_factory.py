@@ -1,0 +1,43 @@
+"""`create_rl_trainer`: the documented entry point for training.
+
+    from aligntune.core.backend_factory import create_rl_trainer
+    trainer = create_rl_trainer(model_name="Qwen/Qwen3-0.6B", dataset_name="Anthropic/hh-rlhf", algorithm="dpo",
+                                backend="trl", num_epochs=1, batch_size=4, learning_rate=1e-6, beta=0.1)
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from aligntune.core.config import TrainConfig
+from aligntune.losses import validate_loss
+from aligntune.plugins import get_backend, resolve_dataset_adapter
+
+log = structlog.get_logger("aligntune")
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Check everything that depends on installed plugins before any model is loaded."""
+    validate_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params)
+    get_backend(config.backend)
+    resolve_dataset_adapter(config.dataset_name, config.dataset_adapter)
+    return config
+
+
+def create_trainer_from_config(config: TrainConfig) -> Any:
+    resolve_config(config)
+    backend = get_backend(config.backend)
+    log.info("creating trainer", backend=backend.name, model=config.model_name, dataset=config.dataset_name,
+             loss=config.loss_type, beta=config.beta, reference_free=config.reference_free)
+    return backend.create_trainer(config)
+
+
+def create_rl_trainer(**kwargs: Any) -> Any:
+    """Build a trainer for preference fine-tuning. See docs/configuration.md for every option.
+
+    Returns the backend's trainer: it has `train()`, `evaluate()`, `save_model(path)` and `log_history`.
+    """
+    return create_trainer_from_config(TrainConfig.from_mapping(kwargs))

@@ -1,0 +1,205 @@
+"""The training configuration: one validated, typed record built from keyword arguments or YAML.
+
+Every key of `create_rl_trainer`, the YAML file and `--set` is a field here. Errors name the key and, for YAML,
+the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
+
+SUPPORTED_ALGORITHMS = ("dpo",)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class _InvalidValue(ValueError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _check(predicate: Callable[[Any], bool], expected: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validator(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not predicate(value):
+            raise _InvalidValue(attribute.name, f"must be {expected}, got {value!r}")
+
+    return validator
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v > 0
+
+
+def _optional(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or pred(v)
+
+
+def _non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+def _data_files(v: Any) -> bool:
+    if v is None or isinstance(v, str):
+        return True
+    if _str_list(v):
+        return True
+    return isinstance(v, Mapping) and all(isinstance(k, str) and (isinstance(x, str) or _str_list(x)) for k, x in v.items())
+
+
+def _report_to(v: Any) -> list[str]:
+    if v is None or v == "none":
+        return []
+    if isinstance(v, str):
+        return [v]
+    return list(v)
+
+
+def _default_output_dir(config: TrainConfig) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(config.model_name)).name or "model").strip("-")
+    return str(Path("output") / f"{slug}-{config.algorithm}")
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """Everything a training run needs. Defaults follow the DPO guide and, where it is silent, TRL's DPOConfig."""
+
+    model_name: str = attrs.field(validator=_check(_non_empty_str, "a model id or a local model directory"))
+    dataset_name: str = attrs.field(validator=_check(_non_empty_str, "a dataset id or a local file/directory"))
+    algorithm: str = attrs.field(default="dpo")
+    backend: str = attrs.field(default="trl", validator=_check(_non_empty_str, "a backend name"))
+    num_epochs: float = attrs.field(default=1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
+    batch_size: int = attrs.field(default=4, validator=_check(_positive_int, "an integer >= 1"))
+    learning_rate: float = attrs.field(default=1e-6, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
+    beta: float = attrs.field(default=0.1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
+    max_seq_length: int = attrs.field(default=512, validator=_check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"))
+    reference_free: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    label_smoothing: float = attrs.field(
+        default=0.0, validator=_check(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)")
+    )
+    loss_type: str = attrs.field(default="sigmoid", validator=_check(_non_empty_str, "a loss name"))
+    loss_params: dict[str, Any] = attrs.field(
+        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of loss parameters")
+    )
+    output_dir: str = attrs.field(
+        default=attrs.Factory(_default_output_dir, takes_self=True), converter=str
+    )
+    max_steps: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
+    gradient_accumulation_steps: int = attrs.field(default=1, validator=_check(_positive_int, "an integer >= 1"))
+    max_prompt_length: int | None = attrs.field(
+        default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
+    )
+    seed: int = attrs.field(default=42, validator=_check(_is_int, "an integer"))
+    logging_steps: int = attrs.field(default=10, validator=_check(_positive_int, "an integer >= 1"))
+    save_steps: int | None = attrs.field(
+        default=500, validator=_check(_optional(_positive_int), "an integer >= 1, or null for no intermediate checkpoints")
+    )
+    eval_split: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a split name"))
+    eval_dataset_name: str | None = attrs.field(
+        default=None, validator=_check(_optional(_non_empty_str), "a dataset id or path")
+    )
+    use_lora: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    lora_r: int = attrs.field(default=16, validator=_check(_positive_int, "an integer >= 1"))
+    lora_alpha: float = attrs.field(default=32, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
+    lora_dropout: float = attrs.field(
+        default=0.05, validator=_check(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+    )
+    lora_target_modules: str | list[str] | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, str) or _str_list(v), "a module name list")
+    )
+    precompute_ref_log_probs: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "true or false")
+    )
+    data_files: str | list[str] | dict[str, Any] | None = attrs.field(
+        default=None, validator=_check(_data_files, "a path, a list of paths, or a mapping split -> paths")
+    )
+    dataset_config: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a config name"))
+    split: str = attrs.field(default="train", validator=_check(_non_empty_str, "a split name"))
+    max_samples: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
+    report_to: list[str] = attrs.field(factory=list, converter=_report_to)
+    dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
+    dataset_options: dict[str, Any] = attrs.field(
+        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of adapter options")
+    )
+    strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    precision: str = attrs.field(default="auto", validator=_check(lambda v: v in PRECISIONS, f"one of {PRECISIONS}"))
+    gradient_checkpointing: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
+    )
+    training_args: dict[str, Any] = attrs.field(
+        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of extra trainer arguments")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.algorithm not in SUPPORTED_ALGORITHMS:
+            raise _InvalidValue(
+                "algorithm",
+                f"{self.algorithm!r} is not supported; supported algorithms: {', '.join(SUPPORTED_ALGORITHMS)}",
+            )
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
+            raise _InvalidValue(
+                "max_prompt_length",
+                f"must be smaller than max_seq_length ({self.max_seq_length}) so completions keep some tokens, "
+                f"got {self.max_prompt_length}",
+            )
+
+    # -- construction --------------------------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [a.name for a in attrs.fields(cls)]
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, Any], *, source: str | None = None, lines: Mapping[str, int] | None = None
+    ) -> TrainConfig:
+        """Build a config; unknown keys raise `UnknownOptionError`, bad values `ConfigError` naming key and place."""
+        lines = lines or {}
+        known = cls.field_names()
+
+        def where(key: str) -> str:
+            if source and key in lines:
+                return f"{source}, line {lines[key]}, key {key!r}"
+            if source:
+                return f"{source}, key {key!r}"
+            return f"option {key!r}"
+
+        for key in values:
+            if key not in known:
+                raise UnknownOptionError(
+                    f"{where(key)}: unknown option.{did_you_mean(key, known)} "
+                    "See docs/configuration.md for every option."
+                )
+        missing = [k for k in ("model_name", "dataset_name") if k not in values]
+        if missing:
+            place = f"{source}: " if source else ""
+            raise ConfigError(f"{place}missing required option(s): {', '.join(missing)}")
+        try:
+            return cls(**dict(values))
+        except _InvalidValue as exc:
+            raise ConfigError(f"{where(exc.key)}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @property
+    def eval_enabled(self) -> bool:
+        return self.eval_split is not None or self.eval_dataset_name is not None

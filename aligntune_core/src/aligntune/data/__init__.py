@@ -1,0 +1,75 @@
+"""Loading preference data through the dataset adapter registry (the same path training uses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
+from aligntune.data.rows import rows_to_dataset, validate_rows
+
+__all__ = [
+    "DatasetRequest",
+    "DropReport",
+    "PreferenceData",
+    "load_preference_data",
+    "load_preference_dataset",
+    "rows_to_dataset",
+    "validate_rows",
+]
+
+
+def load_preference_data(
+    dataset_name: str,
+    *,
+    split: str = "train",
+    data_files: Any = None,
+    dataset_config: str | None = None,
+    max_samples: int | None = None,
+    strict: bool = False,
+    dataset_adapter: str | None = None,
+    **options: Any,
+) -> PreferenceData:
+    """Load preference pairs and the adapter's report (rows read, kept, dropped by reason)."""
+    from aligntune.errors import DataError
+    from aligntune.plugins import resolve_dataset_adapter
+
+    adapter = resolve_dataset_adapter(dataset_name, dataset_adapter)
+    unknown = sorted(set(options) - set(adapter.options))
+    if unknown:
+        valid = ", ".join(sorted(adapter.options)) or "none"
+        raise DataError(f"dataset adapter {adapter.name!r} has no option {unknown[0]!r}; its options: {valid}")
+    request = DatasetRequest(
+        dataset_name=dataset_name,
+        split=split,
+        data_files=data_files,
+        dataset_config=dataset_config,
+        max_samples=max_samples,
+        strict=strict,
+        options={**adapter.options, **options} if adapter.options else dict(options),
+    )
+    return adapter.load(request)
+
+
+def load_preference_dataset(
+    dataset_name: str,
+    *,
+    split: str = "train",
+    data_files: Any = None,
+    dataset_config: str | None = None,
+    max_samples: int | None = None,
+    **options: Any,
+):
+    """Load preference pairs as a `datasets.Dataset` with `prompt`, `chosen`, `rejected` columns.
+
+    `dataset_name` is a hub id or a local `.json`/`.jsonl`/`.csv`/`.parquet` file (optionally `.gz`) or directory.
+    Options: `strict=True` makes unusable rows errors instead of counted skips; `dataset_adapter=` picks an adapter
+    by name; any other keyword goes to the adapter (e.g. `format="conversational"`).
+    """
+    return load_preference_data(
+        dataset_name,
+        split=split,
+        data_files=data_files,
+        dataset_config=dataset_config,
+        max_samples=max_samples,
+        **options,
+    ).dataset

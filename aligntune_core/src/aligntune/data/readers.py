@@ -1,0 +1,126 @@
+"""Reading local preference files row by row, so every error can name the file and line."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from aligntune.errors import DataError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def file_format(path: Path) -> str | None:
+    """`jsonl`, `json`, `csv` or `parquet` (a trailing `.gz` is allowed), or None."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in SUFFIXES:
+        return suffixes[-1][1:]
+    return None
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _read_error(path: Path, exc: Exception) -> DataError:
+    return DataError(f"cannot read {path}: {exc}")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        with _open_text(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}, line {number}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}, line {number}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise _read_error(path, exc) from None
+
+
+def iter_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        with _open_text(path) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise _read_error(path, exc) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.lineno == 2 or text.lstrip().startswith("{") and "\n{" in text:
+            # Probably JSON Lines saved with a .json name.
+            yield from iter_jsonl(path)
+            return
+        raise DataError(f"{path}, line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+    if isinstance(data, Mapping):
+        lists = [key for key, value in data.items() if isinstance(value, list)]
+        if len(lists) == 1:
+            data = data[lists[0]]
+        else:
+            raise DataError(f"{path}: expected a list of rows (or an object with one list of rows), got an object")
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a list of rows, got {type(data).__name__}")
+    for index, row in enumerate(data):
+        yield f"{path}, item {index}", row
+
+
+def iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        with _open_text(path) as handle:
+            reader = csv.DictReader(handle)
+            for row in reader:
+                yield f"{path}, line {reader.line_num}", row
+    except csv.Error as exc:
+        raise DataError(f"{path}: invalid CSV: {exc}") from None
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise _read_error(path, exc) from None
+
+
+def iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+        raise _read_error(path, exc) from None
+    for index, row in enumerate(table.to_pylist()):
+        yield f"{path}, row {index}", row
+
+
+READERS = {"jsonl": iter_jsonl, "json": iter_json, "csv": iter_csv, "parquet": iter_parquet}
+
+
+def iter_file_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    fmt = file_format(path)
+    if fmt is None:
+        raise DataError(f"{path}: unsupported file type; use one of {', '.join(SUFFIXES)} (optionally .gz)")
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    yield from READERS[fmt](path)
+
+
+def files_in_directory(directory: Path, split: str) -> list[Path]:
+    """Data files of `split` in a directory: files named after the split (`train.jsonl`, `train-0001.parquet`),
+    or every data file when no file is named after any split and the split is `train`."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and file_format(p))
+    if not files:
+        raise DataError(f"{directory}: no data files ({', '.join(SUFFIXES)}, optionally .gz) in this directory")
+    named = [p for p in files if p.name.lower().split(".")[0].split("-")[0] == split.lower()]
+    if named:
+        return named
+    known_splits = {"train", "test", "validation", "valid", "eval", "dev"}
+    if split == "train" and not any(p.name.lower().split(".")[0].split("-")[0] in known_splits for p in files):
+        return files
+    names = ", ".join(str(p.relative_to(directory)) for p in files)
+    raise DataError(f"{directory}: no file for split {split!r} (expected e.g. {split}.jsonl); files here: {names}")

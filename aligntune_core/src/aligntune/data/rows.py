@@ -1,0 +1,119 @@
+"""Validating preference rows: shape checks with precise locations, and counted skips of unusable pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import structlog
+
+from aligntune.data.request import DropReport
+from aligntune.errors import DataError
+
+log = structlog.get_logger("aligntune.data")
+
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def _is_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and all(isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value)
+    )
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "standard"
+    if _is_messages(value):
+        return "conversational"
+    return None
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    return not value or all(not m["content"].strip() for m in value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list that is not {role, content} messages"
+    return type(value).__name__
+
+
+def validate_rows(
+    rows: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    report: DropReport,
+    strict: bool,
+    max_samples: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield clean `{prompt, chosen, rejected}` rows from `(location, row)` pairs.
+
+    Missing columns and wrong types are errors (they mean the file is not preference data). Empty responses and
+    identical chosen/rejected pairs are skipped and counted in `report` (errors when `strict`).
+    """
+    for location, row in rows:
+        if max_samples is not None and report.kept >= max_samples:
+            return
+        report.read += 1
+        if not isinstance(row, Mapping):
+            raise DataError(f"{location}: expected an object with {', '.join(COLUMNS)}, got {type(row).__name__}")
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            found = ", ".join(sorted(map(str, row))) or "none"
+            raise DataError(
+                f"{location}: missing column(s) {', '.join(missing)}; found: {found}. Preference data needs "
+                f"{', '.join(COLUMNS)} (rename columns, or use a dataset adapter for this format)."
+            )
+        kinds = {}
+        for column in COLUMNS:
+            kind = _kind(row[column])
+            if kind is None:
+                raise DataError(
+                    f"{location}, column {column!r}: expected a string or a list of {{role, content}} messages, "
+                    f"got {_describe(row[column])}"
+                )
+            kinds[column] = kind
+        if len(set(kinds.values())) > 1:
+            raise DataError(
+                f"{location}: columns mix plain strings and message lists ({kinds}); use one format for all three"
+            )
+        reason = None
+        if _is_empty(row["chosen"]):
+            reason = "empty_chosen"
+        elif _is_empty(row["rejected"]):
+            reason = "empty_rejected"
+        elif row["chosen"] == row["rejected"]:
+            reason = "identical_chosen_rejected"
+        if reason is not None:
+            if strict:
+                raise DataError(f"{location}: unusable pair ({reason.replace('_', ' ')}); strict mode stops here")
+            report.drop(reason)
+            continue
+        report.kept += 1
+        yield {c: _clean(row[c]) for c in COLUMNS}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def rows_to_dataset(rows: Iterable[Mapping[str, Any]]):
+    """Build a `datasets.Dataset` from clean rows."""
+    import datasets
+
+    rows = list(rows)
+    if not rows:
+        return datasets.Dataset.from_dict({c: [] for c in COLUMNS})
+    return datasets.Dataset.from_list(rows)
+
+
+def log_report(dataset_name: str, split: str, report: DropReport) -> None:
+    if report.dropped:
+        log.warning("skipped unusable preference pairs", dataset=dataset_name, split=split, **report.as_dict())
+    else:
+        log.info("loaded preference pairs", dataset=dataset_name, split=split, kept=report.kept)

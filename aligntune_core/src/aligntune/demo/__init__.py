@@ -1,0 +1,1 @@
+"""The offline demo: a tiny Llama-architecture model, a synthetic preference task, DPO on CPU."""

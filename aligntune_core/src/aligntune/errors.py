@@ -1,0 +1,48 @@
+"""User-facing errors.
+
+Every error a user can cause derives from `AlignTuneError`: the CLI prints its message (no traceback) and exits 2.
+Messages say what is wrong, where, and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AlignTuneError(Exception):
+    """An error caused by input the user can fix; its message is meant to be shown as is."""
+
+
+class ConfigError(AlignTuneError, ValueError):
+    """A configuration value is invalid."""
+
+
+class UnknownOptionError(AlignTuneError, TypeError):
+    """An option name is not known (a misspelt keyword argument or YAML key)."""
+
+
+class DataError(AlignTuneError, ValueError):
+    """A dataset cannot be read or does not have the expected shape."""
+
+
+class PluginError(AlignTuneError):
+    """A plugin could not be loaded, is missing, unavailable or conflicts with another one."""
+
+
+class UnknownPluginError(PluginError, LookupError):
+    """No installed plugin provides the requested name."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins provide the same name."""
+
+
+class BackendUnavailableError(PluginError):
+    """A backend is installed but cannot run here (for example its library is not importable)."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ` Did you mean 'x'?` for the closest choice, or an empty string."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

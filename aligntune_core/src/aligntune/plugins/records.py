@@ -1,0 +1,129 @@
+"""Typed records that plugins yield from their hooks.
+
+Each record names one thing a plugin provides. Records are frozen attrs classes; names are validated so that a
+typo in a plugin fails when the plugin is loaded, not when a user asks for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:  # heavy types only for annotations
+    import datasets
+    import torch
+
+    from aligntune.core.config import TrainConfig
+    from aligntune.data.request import DatasetRequest, PreferenceData
+    from aligntune.losses.contract import LossInputs
+
+_NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+def _valid_name(_instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(
+            f"plugin record {attribute.name} {value!r} is invalid: use lower-case letters, digits, '_' or '-', "
+            "starting with a letter"
+        )
+
+
+def _one_line(_instance: object, attribute: attrs.Attribute, value: str) -> None:
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        raise ValueError(f"plugin record {attribute.name} must be a non-empty single line, got {value!r}")
+
+
+@attrs.frozen
+class BackendSpec:
+    """A training backend: turns a resolved `TrainConfig` into a trainer.
+
+    `create_trainer` must import its heavy libraries itself, so that discovering the plugin stays cheap.
+    `unavailable_reason` set means the backend is installed but cannot run here; it is shown by
+    `aligntune plugins list` and raised when the backend is asked for.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    create_trainer: Callable[[TrainConfig], Any]
+    unavailable_reason: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable_reason is None
+
+
+@attrs.frozen
+class LossSpec:
+    """A DPO-family loss: maps per-pair log-probabilities to per-pair losses.
+
+    `fn(inputs: LossInputs) -> torch.Tensor` returns one loss per pair. `requires_reference=False` means the loss
+    never reads reference log-probs, so no reference model is loaded or run; `needs_lengths=True` means it reads
+    `chosen_lengths`/`rejected_lengths` (completion token counts). `params` names the extra keyword
+    parameters the loss accepts (with their defaults); `validate(inputs_params)` may raise `ValueError` with a
+    message for the user.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    fn: Callable[[LossInputs], torch.Tensor]
+    requires_reference: bool = True
+    needs_lengths: bool = False
+    params: dict[str, Any] = attrs.field(factory=dict)
+    validate: Callable[[float, float, dict[str, Any]], None] | None = None  # (beta, label_smoothing, params)
+
+
+@attrs.frozen
+class DatasetAdapterSpec:
+    """Turns a dataset (hub id or local files) into rows with `prompt`, `chosen` and `rejected`.
+
+    `dataset_names` are the hub ids this adapter handles (matched case-insensitively); an adapter with no names is
+    only used when asked for by name (`dataset_adapter=`). `load(request)` imports its heavy libraries itself and
+    returns `PreferenceData`. `options` lists the keyword options the adapter accepts, with their defaults.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    load: Callable[[DatasetRequest], PreferenceData]
+    dataset_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    options: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class MetricSpec:
+    """An evaluation metric computed from per-pair evaluation records.
+
+    `compute(context) -> dict[str, float]` returns the metric's value under its own name plus any details
+    (for example `<name>_std`); `needs_generation` tells the evaluator to generate responses first.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    compute: Callable[[Any], dict[str, float]]
+    needs_generation: bool = False
+
+
+# Keyed by the plural noun used in the hook name and in `aligntune plugins list --json`.
+KINDS: dict[str, type] = {
+    "backends": BackendSpec,
+    "losses": LossSpec,
+    "dataset_adapters": DatasetAdapterSpec,
+    "metrics": MetricSpec,
+}
+
+# First-party names and the distribution that provides each, for "pip install ..." hints.
+FIRST_PARTY: dict[str, dict[str, str]] = {
+    "backends": {"trl": "aligntune-backend-trl", "unsloth": "aligntune-backend-unsloth"},
+    "dataset_adapters": {"hh-rlhf": "aligntune-data-hh-rlhf", "oasst": "aligntune-data-oasst1"},
+    "losses": {},
+    "metrics": {},
+}
+
+# Hub dataset ids handled by first-party dataset plugins (lower case) and the distribution to install.
+FIRST_PARTY_DATASETS: dict[str, str] = {
+    "anthropic/hh-rlhf": "aligntune-data-hh-rlhf",
+    "openassistant/oasst1": "aligntune-data-oasst1",
+    "openassistant/oasst2": "aligntune-data-oasst1",
+}

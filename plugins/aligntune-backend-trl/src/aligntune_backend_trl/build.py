@@ -1,0 +1,174 @@
+"""From a resolved `TrainConfig` to an `AlignTuneDPOTrainer`: data, tokenizer, TRL arguments, LoRA."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import structlog
+
+from aligntune.core.config import TrainConfig
+from aligntune.data import load_preference_data
+from aligntune.errors import ConfigError, did_you_mean
+from aligntune.losses import validate_loss
+
+log = structlog.get_logger("aligntune.backend.trl")
+
+# Options aligntune sets itself; `training_args` may not override them (use the aligntune option instead).
+_MANAGED = {
+    "output_dir": "output_dir",
+    "num_train_epochs": "num_epochs",
+    "per_device_train_batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "beta": "beta",
+    "max_length": "max_seq_length",
+    "max_steps": "max_steps",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "seed": "seed",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "report_to": "report_to",
+    "precompute_ref_log_probs": "precompute_ref_log_probs",
+    "loss_type": "loss_type",
+    "label_smoothing": "label_smoothing",
+}
+
+
+def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
+    import torch
+    from trl import DPOConfig
+
+    kwargs: dict[str, Any] = {
+        "output_dir": config.output_dir,
+        "num_train_epochs": config.num_epochs,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "beta": config.beta,
+        "max_length": config.max_seq_length,
+        "max_steps": config.max_steps if config.max_steps is not None else -1,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "report_to": config.report_to or "none",
+        "precompute_ref_log_probs": precompute_ref_log_probs,
+    }
+    if not torch.cuda.is_available():
+        kwargs["use_cpu"] = True  # TRL's defaults refuse to start without a GPU otherwise
+    if config.save_steps is None:
+        kwargs["save_strategy"] = "no"
+    else:
+        kwargs["save_steps"] = config.save_steps
+    if config.eval_enabled:
+        kwargs["eval_strategy"] = "epoch"
+    if config.precision == "bf16":
+        kwargs.update(bf16=True, fp16=False)
+    elif config.precision == "fp16":
+        kwargs.update(bf16=False, fp16=True)
+    elif config.precision == "fp32":
+        kwargs.update(bf16=False, fp16=False)
+    if config.gradient_checkpointing is not None:
+        kwargs["gradient_checkpointing"] = config.gradient_checkpointing
+    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    for key, value in config.training_args.items():
+        if key in _MANAGED:
+            raise ConfigError(f"training_args.{key}: set it with the aligntune option {_MANAGED[key]!r} instead")
+        if key not in fields:
+            raise ConfigError(f"training_args.{key}: not a TRL DPOConfig field.{did_you_mean(key, fields)}")
+        kwargs[key] = value
+    try:
+        return DPOConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"the trainer settings were rejected by TRL's DPOConfig: {exc}") from None
+
+
+def load_tokenizer(model_name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the tokenizer of model_name={model_name!r}: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def make_lora_config(config: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_datasets(config: TrainConfig):
+    common = dict(
+        data_files=config.data_files,
+        dataset_config=config.dataset_config,
+        max_samples=config.max_samples,
+        strict=config.strict_data,
+        dataset_adapter=config.dataset_adapter,
+        **config.dataset_options,
+    )
+    train = load_preference_data(config.dataset_name, split=config.split, **common)
+    evaluation = None
+    if config.eval_enabled:
+        eval_name = config.eval_dataset_name or config.dataset_name
+        eval_common = dict(common)
+        if config.eval_dataset_name is not None:
+            eval_common.update(data_files=None, dataset_config=None)
+        evaluation = load_preference_data(eval_name, split=config.eval_split or "test", **eval_common)
+    return train, evaluation
+
+
+def _check_chat_template(dataset, tokenizer, model_name: str) -> None:
+    if len(dataset) and isinstance(dataset[0]["prompt"], list) and getattr(tokenizer, "chat_template", None) is None:
+        raise ConfigError(
+            f"the dataset is conversational (lists of messages) but the tokenizer of {model_name!r} has no chat "
+            "template. Use a chat model, set tokenizer.chat_template, or give the data as plain strings."
+        )
+
+
+def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None):
+    """Build the trainer. `model`/`tokenizer` may be given already loaded (other backends reuse this)."""
+    from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
+
+    loss_spec, loss_params = validate_loss(
+        config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params
+    )
+    reference_free = config.reference_free or not loss_spec.requires_reference
+    train, evaluation = load_datasets(config)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model_name)
+    _check_chat_template(train.dataset, tokenizer, config.model_name)
+    # Reference-free: TRL loads no reference model when told log-probs are precomputed; we precompute nothing.
+    args = make_dpo_config(config, precompute_ref_log_probs=config.precompute_ref_log_probs or reference_free)
+    peft_config = make_lora_config(config) if config.use_lora else None
+    cls = trainer_class or AlignTuneDPOTrainer
+    try:
+        trainer = cls(
+            model=model if model is not None else config.model_name,
+            args=args,
+            train_dataset=train.dataset,
+            eval_dataset=evaluation.dataset if evaluation is not None else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            aligntune_config=config,
+            loss_params=loss_params,
+            reference_free=reference_free,
+        )
+    except OSError as exc:
+        raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
+    trainer.data_reports = {"train": train.report, "eval": evaluation.report if evaluation else None}
+    log.info(
+        "trainer ready",
+        train_pairs=len(trainer.train_dataset),
+        reference="none (reference-free)" if reference_free else
+        ("base model with adapter disabled" if config.use_lora else "separate copy" if trainer.ref_model is not None
+         else "precomputed"),
+    )
+    return trainer

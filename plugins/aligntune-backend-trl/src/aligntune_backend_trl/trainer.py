@@ -1,0 +1,208 @@
+"""`AlignTuneDPOTrainer`: TRL's DPOTrainer with aligntune's forward pass and losses.
+
+TRL keeps the integration: tokenization, batching, the optimiser loop, checkpoints, distributed launch. aligntune
+owns the alignment math: `compute_loss` gets per-sequence log-probs from `aligntune.modeling.completion_logps`
+and the per-pair loss from `aligntune.losses.compute_loss`, so the loss is the same under every backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from trl import DPOTrainer
+
+from aligntune.core.config import TrainConfig
+from aligntune.core.run_record import build_run_record, write_run_record
+from aligntune.losses import compute_loss as core_compute_loss
+from aligntune.modeling import CompletionLogps, completion_logps, split_pairs
+
+
+def _is_peft_model(model: torch.nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+class AlignTuneDPOTrainer(DPOTrainer):
+    """A `trl.DPOTrainer` whose loss, log-probs and metrics come from aligntune's core."""
+
+    def __init__(
+        self,
+        *args: Any,
+        aligntune_config: TrainConfig,
+        loss_params: dict[str, Any],
+        reference_free: bool,
+        **kwargs: Any,
+    ):
+        # Set before DPOTrainer.__init__, which tokenizes and may precompute reference log-probs through our hooks.
+        self.aligntune_config = aligntune_config
+        self.loss_type = aligntune_config.loss_type
+        self.loss_params = dict(loss_params)
+        self.reference_free = reference_free
+        self._aligntune_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._aligntune_train_tokens = 0
+        self.reference_forward_calls = 0
+        super().__init__(*args, **kwargs)
+        if self.reference_free:
+            # TRL was told to "precompute" only so that it loads no reference model; nothing is precomputed.
+            self.precompute_ref_logps = False
+
+    # -- data ------------------------------------------------------------------------------------------------------
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        limit = self.aligntune_config.max_prompt_length
+        if limit is None:
+            return dataset
+
+        def keep_prompt_end(example):
+            return {"prompt_ids": example["prompt_ids"][-limit:]}
+
+        return dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+
+    # -- reference -------------------------------------------------------------------------------------------------
+
+    def _reference_context(self):
+        """The model that plays the reference, and the context under which it does."""
+        if self.ref_model is not None:
+            return self.ref_model, contextlib.nullcontext()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if _is_peft_model(unwrapped):
+            # LoRA: the base model with the adapter disabled is the reference; no second copy exists.
+            return self.model, unwrapped.disable_adapter()
+        # Full fine-tuning with precomputed log-probs: before training, the policy is the reference.
+        return self.model, contextlib.nullcontext()
+
+    def reference_logps(self, inputs: dict[str, torch.Tensor]) -> CompletionLogps:
+        """Reference log-probs of one batch, without gradients."""
+        model, context = self._reference_context()
+        self.reference_forward_calls += 1
+        with torch.no_grad(), context:
+            return completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if self.reference_free:
+            return dataset
+        loader = self.accelerator.prepare(
+            DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
+        )
+        chosen, rejected = [], []
+        for batch in tqdm(loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()):
+            with self.accelerator.autocast():
+                ref = self.reference_logps(batch)
+            ref_chosen, ref_rejected = split_pairs(ref.logps)
+            ref_chosen, ref_rejected = self.accelerator.gather_for_metrics((ref_chosen, ref_rejected))
+            chosen.append(ref_chosen.float().cpu())
+            rejected.append(ref_rejected.float().cpu())
+        dataset = dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
+        return dataset.add_column("ref_rejected_logps", torch.cat(rejected).tolist())
+
+    # -- loss ------------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        policy = completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        policy_chosen, policy_rejected = split_pairs(policy.logps)
+        chosen_lengths, rejected_lengths = split_pairs(policy.lengths)
+        if self.reference_free:
+            ref_chosen = ref_rejected = None
+        elif "ref_chosen_logps" in inputs:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = split_pairs(self.reference_logps(inputs).logps)
+        out = core_compute_loss(
+            self.loss_type,
+            policy_chosen_logps=policy_chosen,
+            policy_rejected_logps=policy_rejected,
+            ref_chosen_logps=ref_chosen,
+            ref_rejected_logps=ref_rejected,
+            beta=self.aligntune_config.beta,
+            label_smoothing=self.aligntune_config.label_smoothing,
+            chosen_lengths=chosen_lengths,
+            rejected_lengths=rejected_lengths,
+            **self.loss_params,
+        )
+        loss = out.losses.mean()
+        self._record_metrics(mode, inputs, policy, out)
+        if return_outputs:
+            return loss, {"chosen_logps": policy_chosen.detach(), "rejected_logps": policy_rejected.detach()}
+        return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # -- metrics (TRL's names) -------------------------------------------------------------------------------------
+
+    def _record_metrics(self, mode: str, inputs, policy: CompletionLogps, out) -> None:
+        gather = self.accelerator.gather_for_metrics
+        metrics = self._aligntune_metrics[mode]
+        chosen_rewards = gather(out.chosen_rewards)
+        rejected_rewards = gather(out.rejected_rewards)
+        metrics["rewards/chosen"].append(chosen_rewards.mean().item())
+        metrics["rewards/rejected"].append(rejected_rewards.mean().item())
+        metrics["rewards/accuracies"].append((chosen_rewards > rejected_rewards).float().mean().item())
+        metrics["rewards/margins"].append((chosen_rewards - rejected_rewards).mean().item())
+        policy_chosen, policy_rejected = split_pairs(policy.logps.detach())
+        metrics["logps/chosen"].append(gather(policy_chosen).mean().item())
+        metrics["logps/rejected"].append(gather(policy_rejected).mean().item())
+        logits_chosen, logits_rejected = split_pairs(policy.mean_logits)
+        metrics["logits/chosen"].append(gather(logits_chosen).mean().item())
+        metrics["logits/rejected"].append(gather(logits_rejected).mean().item())
+        accuracy_chosen, _ = split_pairs(policy.token_accuracy)
+        metrics["mean_token_accuracy"].append(gather(accuracy_chosen).mean().item())
+        if mode == "train":
+            self._aligntune_train_tokens += int(gather(inputs["attention_mask"].sum()).sum().item())
+            metrics["num_tokens"] = [float(self._aligntune_train_tokens)]
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        collected = {key: sum(values) / len(values) for key, values in self._aligntune_metrics[mode].items() if values}
+        if mode == "eval":
+            collected = {f"eval_{key}": value for key, value in collected.items()}
+        logs.update(collected)
+        self._aligntune_metrics[mode] = defaultdict(list)
+        super().log(logs, start_time)
+
+    @property
+    def log_history(self) -> list[dict[str, float]]:
+        """Every logged record (TRL's metric names: loss, rewards/*, logps/*, ...)."""
+        return self.state.log_history
+
+    # -- outputs ---------------------------------------------------------------------------------------------------
+
+    def train(self, *args: Any, **kwargs: Any):
+        result = super().train(*args, **kwargs)
+        self.save_model(self.args.output_dir)
+        return result
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model (or LoRA adapter), the tokenizer and `aligntune_run.json`."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        if self.is_world_process_zero():
+            write_run_record(output_dir or self.args.output_dir, self.run_record())
+
+    def run_record(self) -> dict[str, Any]:
+        train_metrics = {}
+        for entry in reversed(self.state.log_history):
+            if "train_runtime" in entry:
+                train_metrics = dict(entry)
+                break
+        return build_run_record(
+            self.aligntune_config,
+            backend_details={
+                "reference_free": self.reference_free,
+                "reference_model": None if self.reference_free else self.aligntune_config.model_name,
+                "global_step": self.state.global_step,
+                "train_metrics": train_metrics,
+            },
+        )
