@@ -4,8 +4,20 @@
     out = compute_loss("sigmoid", policy_chosen_logps=..., policy_rejected_logps=..., ref_chosen_logps=...,
                        ref_rejected_logps=..., beta=0.1)
     out.losses, out.chosen_rewards, out.rejected_rewards  # one value per pair
+
+The names are imported lazily: plugin discovery imports `aligntune.losses.builtin` without importing torch.
 """
 
-from aligntune.losses.contract import LossInputs, LossOutput, compute_loss, loss_requires_reference, validate_loss
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["LossInputs", "LossOutput", "compute_loss", "loss_requires_reference", "validate_loss"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from aligntune.losses import contract
+
+        return getattr(contract, name)
+    raise AttributeError(f"module 'aligntune.losses' has no attribute {name!r}")

@@ -9,6 +9,7 @@ from aligntune.errors import BackendUnavailableError, DataError, UnknownPluginEr
 from aligntune.plugins.hookspecs import hookimpl
 from aligntune.plugins.manager import PluginInfo, PluginRegistry
 from aligntune.plugins.records import (
+    lazy,
     FIRST_PARTY,
     FIRST_PARTY_DATASETS,
     BackendSpec,
@@ -28,6 +29,7 @@ __all__ = [
     "get_loss",
     "get_metric",
     "hookimpl",
+    "lazy",
     "list_plugins",
     "registry",
     "reset_registry",

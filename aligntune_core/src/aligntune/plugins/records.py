@@ -127,3 +127,26 @@ FIRST_PARTY_DATASETS: dict[str, str] = {
     "openassistant/oasst1": "aligntune-data-oasst1",
     "openassistant/oasst2": "aligntune-data-oasst1",
 }
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A callable that imports `"package.module:function"` on its first call.
+
+    Use it in records so that discovering a plugin does not import its heavy dependencies.
+    """
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"lazy() expects 'module:function', got {target!r}")
+    loaded: list[Callable[..., Any]] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not loaded:
+            import importlib
+
+            loaded.append(getattr(importlib.import_module(module_name), attribute))
+        return loaded[0](*args, **kwargs)
+
+    call.__name__ = attribute
+    call.__qualname__ = attribute
+    call.__doc__ = f"Lazily imported {target}."
+    return call

@@ -1,0 +1,100 @@
+"""The `aligntune` command line.
+
+    aligntune train [CONFIG.yaml] [--set key=value ...]   train (no config: the offline demo)
+    aligntune plugins list [--json]                        what is installed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from aligntune import __version__
+from aligntune.errors import AlignTuneError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aligntune", description="Preference fine-tuning (DPO) of language models.")
+    parser.add_argument("--version", action="version", version=f"aligntune {__version__}")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console", help="log line format")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train with DPO (no CONFIG: run the offline demo)")
+    train.add_argument("config", nargs="?", help="YAML file with create_rl_trainer options")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override an option (value read as YAML; repeatable)")
+
+    plugins = commands.add_parser("plugins", help="inspect installed plugins")
+    plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
+    listing = plugin_commands.add_parser("list", help="list installed plugins and what they provide")
+    listing.add_argument("--json", action="store_true", help="print the records as JSON")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    if args.config is None and not args.overrides:
+        from aligntune.demo.run import run_demo
+
+        return run_demo()
+    from aligntune.core.backend_factory import create_trainer_from_config
+    from aligntune.core.config import TrainConfig
+    from aligntune.core.config_file import apply_overrides, load_yaml_options
+
+    values, lines = load_yaml_options(args.config) if args.config else ({}, {})
+    values = apply_overrides(values, args.overrides)
+    config = TrainConfig.from_mapping(values, source=args.config, lines=lines)
+    trainer = create_trainer_from_config(config)
+    result = trainer.train()
+    print(json.dumps({"output_dir": config.output_dir, **result.metrics}, indent=2, default=str))
+    return 0
+
+
+def _plugins_list(args: argparse.Namespace) -> int:
+    from aligntune.plugins import list_plugins
+
+    plugins = list_plugins()
+    if args.json:
+        print(json.dumps([p.as_dict() for p in plugins], indent=2))
+        return 0
+    if not plugins:
+        print("No aligntune plugins are installed.")
+        return 0
+    rows = [("Name", "Version", "Status", "Provides")]
+    for p in plugins:
+        provides = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(names)}" for kind, names in p.provides.items() if names)
+        rows.append((p.name, p.version, p.status, provides or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    problems = [p for p in plugins if p.error]
+    for p in problems:
+        print(f"\n{p.name} ({p.status}): {p.error}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from aligntune.logging_setup import configure_logging
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "plugins" and args.plugins_command == "list":
+            return _plugins_list(args)
+        if args.command == "plugins":
+            parser.parse_args(["plugins", "--help"])
+        parser.print_help()
+        return 0
+    except AlignTuneError as exc:
+        print(f"aligntune: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aligntune: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0

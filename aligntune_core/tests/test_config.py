@@ -1,0 +1,75 @@
+"""The training configuration: defaults from the guide, validation, YAML with line numbers, --set overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from aligntune.core.config import TrainConfig
+from aligntune.core.config_file import apply_overrides, load_yaml_options
+from aligntune.errors import ConfigError, UnknownOptionError
+
+REQUIRED = {"model_name": "Qwen/Qwen3-0.6B", "dataset_name": "Anthropic/hh-rlhf"}
+
+
+def test_defaults_follow_the_dpo_guide():
+    config = TrainConfig.from_mapping(REQUIRED)
+    assert (config.algorithm, config.backend, config.num_epochs, config.batch_size) == ("dpo", "trl", 1, 4)
+    assert (config.learning_rate, config.beta, config.max_seq_length) == (1e-6, 0.1, 512)
+    assert (config.reference_free, config.label_smoothing, config.loss_type) == (False, 0.0, "sigmoid")
+    assert config.max_steps is None
+    assert config.output_dir.endswith("Qwen3-0.6B-dpo")
+
+
+def test_unknown_option_is_a_type_error_naming_the_close_match():
+    with pytest.raises(TypeError, match=r"option 'num_epoch': unknown option\. Did you mean 'num_epochs'\?"):
+        TrainConfig.from_mapping({**REQUIRED, "num_epoch": 2})
+    assert issubclass(UnknownOptionError, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("beta", 0, "option 'beta': must be a number > 0, got 0"),
+        ("label_smoothing", 0.5, r"option 'label_smoothing': must be a number in \[0, 0.5\)"),
+        ("batch_size", 0, "option 'batch_size': must be an integer >= 1"),
+        ("batch_size", 2.5, "option 'batch_size': must be an integer >= 1"),
+        ("reference_free", "yes", "option 'reference_free': must be true or false"),
+        ("algorithm", "ppo", "option 'algorithm': 'ppo' is not supported; supported algorithms: dpo"),
+        ("max_prompt_length", 600, "option 'max_prompt_length': must be smaller than max_seq_length"),
+        ("precision", "int8", "option 'precision': must be one of"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_mapping({**REQUIRED, key: value})
+
+
+def test_missing_required_options():
+    with pytest.raises(ConfigError, match="missing required option.*dataset_name"):
+        TrainConfig.from_mapping({"model_name": "m"})
+
+
+def test_yaml_errors_name_file_line_and_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model_name: m\ndataset_name: d\n\nbeta: -2\n", encoding="utf-8")
+    values, lines = load_yaml_options(path)
+    with pytest.raises(ConfigError, match=rf"{path}, line 4, key 'beta': must be a number > 0"):
+        TrainConfig.from_mapping(values, source=str(path), lines=lines)
+    path.write_text("model_name: m\ndataset_name: d\nlerning_rate: 1e-5\n", encoding="utf-8")
+    values, lines = load_yaml_options(path)
+    with pytest.raises(UnknownOptionError, match=r"line 3, key 'lerning_rate'.*Did you mean 'learning_rate'"):
+        TrainConfig.from_mapping(values, source=str(path), lines=lines)
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name: m\ndataset_name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{path}, line \d+, column \d+: invalid YAML"):
+        load_yaml_options(path)
+
+
+def test_overrides_are_parsed_as_yaml_and_reach_into_mappings():
+    values = apply_overrides({"beta": 0.1}, ["beta=0.5", "use_lora=true", "training_args.warmup_ratio=0.1"])
+    assert values == {"beta": 0.5, "use_lora": True, "training_args": {"warmup_ratio": 0.1}}
+    with pytest.raises(ConfigError, match="expects key=value"):
+        apply_overrides({}, ["beta"])

@@ -1,0 +1,66 @@
+"""Shared test fixtures: tiny models built in-process, real data from ../shared/data, fake installed plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent
+
+
+def shared_data_dir() -> Path | None:
+    env = os.environ.get("ALIGNTUNE_TEST_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set ALIGNTUNE_TEST_DATA or put shared/data beside the repository")
+    return path
+
+
+ARITHMETIC = [
+    {"prompt": f"Q: what is {a} plus {b}? A:", "chosen": f" {a + b}", "rejected": f" {a + b + 1 + (a * b) % 3}"}
+    for a in range(8)
+    for b in range(8)
+]
+
+
+@pytest.fixture(scope="session")
+def pairs_jsonl(tmp_path_factory) -> Path:
+    """64 standard-format pairs as a JSON Lines file."""
+    path = tmp_path_factory.mktemp("data") / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in ARITHMETIC), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-64 Llama with a byte-level BPE tokenizer trained on the test corpus."""
+    from aligntune.demo.tiny_model import build_tiny_llama
+
+    corpus = [row["prompt"] + row["chosen"] + row["rejected"] for row in ARITHMETIC]
+    corpus += ["Human: hello there\n\nAssistant: hi, how can I help?", "The quick brown fox jumps over the lazy dog."]
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), corpus, vocab_size=400, seed=0)
+
+
+def write_fake_distribution(root: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]):
+    """Make `root` look like site-packages holding one installed distribution (nothing is pip-installed)."""
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[aligntune]\n{lines}\n", encoding="utf-8")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
