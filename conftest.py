@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests never reach the Hugging Face Hub: fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parent
 
 
