@@ -1,0 +1,76 @@
+"""Test sessions. Each session builds the distributions as wheels and installs them into its own venv, so a
+packaging mistake (a missing entry point or module) fails here.
+
+    nox -s ci          what CI runs: the core alone, then every plugin and the cross-package tests together
+    nox -s core        core tests with no plugin installed
+    nox -s trl         the TRL backend plugin's tests (core + plugin only)
+    nox -s all         every distribution installed, every test
+    nox -s demo        the offline demo, as the README runs it
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+DIST = ROOT / "dist"
+CORE = "aligntune_core"
+PLUGINS = {"trl": "plugins/aligntune-backend-trl"}
+# The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
+TORCH = "torch==2.13.0"
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.sessions = ["ci"]
+
+
+def _build_wheels(session: nox.Session, *sources: str) -> list[str]:
+    session.install("build")
+    wheels = []
+    for source in sources:
+        out = DIST / Path(source).name
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(out), source, silent=True)
+        wheels.append(str(max(out.glob("*.whl"), key=lambda p: p.stat().st_mtime)))
+    return wheels
+
+
+def _install(session: nox.Session, *sources: str) -> None:
+    session.install(TORCH)
+    session.install(*_build_wheels(session, *sources), "pytest")
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    # Run from a temporary directory against the installed wheels, not the source tree.
+    session.run("pytest", "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *session.posargs, *paths)
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    _install(session, CORE)
+    _pytest(session, "aligntune_core/tests")
+
+
+@nox.session
+def trl(session: nox.Session) -> None:
+    _install(session, CORE, PLUGINS["trl"])
+    _pytest(session, PLUGINS["trl"] + "/tests")
+
+
+@nox.session(name="all")
+def all_(session: nox.Session) -> None:
+    _install(session, CORE, *PLUGINS.values())
+    _pytest(session, "aligntune_core/tests", *(p + "/tests" for p in PLUGINS.values()), "tests")
+
+
+@nox.session
+def ci(session: nox.Session) -> None:
+    session.notify("core")
+    session.notify("all")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    _install(session, CORE, PLUGINS["trl"])
+    session.run("aligntune", "train")
