@@ -58,24 +58,41 @@ def build_tiny_llama(
     word_level: bool = False,
     seed: int = 0,
 ) -> Path:
-    """Save a randomly initialised tiny Llama and its tokenizer to `directory`; returns the directory."""
+    """Save a randomly initialised tiny Llama and a tokenizer trained on `corpus` to `directory`."""
+    tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, word_level=word_level)
+    return save_tiny_llama(directory, tokenizer, hidden_size=hidden_size, num_layers=num_layers,
+                           num_heads=num_heads, seed=seed)
+
+
+def save_tiny_llama(
+    directory: str | Path,
+    tokenizer,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 1024,
+    tie_word_embeddings: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised tiny Llama sized for `tokenizer`, and the tokenizer, to `directory`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
-    tokenizer = train_tokenizer(corpus, vocab_size=vocab_size, word_level=word_level)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_heads,
-        max_position_embeddings=1024,
+        max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
