@@ -69,7 +69,7 @@ def test_invalid_yaml_names_line_and_column(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml_and_reach_into_mappings():
-    values = apply_overrides({"beta": 0.1}, ["beta=0.5", "use_lora=true", "training_args.warmup_ratio=0.1"])
-    assert values == {"beta": 0.5, "use_lora": True, "training_args": {"warmup_ratio": 0.1}}
+    values = apply_overrides({"beta": 0.1}, ["beta=0.5", "use_lora=true", "training_args.warmup_steps=0.1"])
+    assert values == {"beta": 0.5, "use_lora": True, "training_args": {"warmup_steps": 0.1}}
     with pytest.raises(ConfigError, match="expects key=value"):
         apply_overrides({}, ["beta"])

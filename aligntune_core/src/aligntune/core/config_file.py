@@ -36,7 +36,7 @@ def load_yaml_options(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse `key=value` (value read as YAML; dotted keys reach into mappings: `training_args.warmup_ratio=0.1`)."""
+    """Parse `key=value` (value read as YAML; dotted keys reach into mappings: `training_args.warmup_steps=0.1`)."""
     if "=" not in text:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     key, raw = text.split("=", 1)
