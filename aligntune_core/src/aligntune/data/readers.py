@@ -6,7 +6,7 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,23 @@ def _read_error(path: Path, exc: Exception) -> DataError:
     return DataError(f"cannot read {path}: {exc}")
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+def iter_jsonl(path: Path, on_invalid: Callable[[str], None] | None = None) -> Iterator[tuple[str, Any]]:
+    """Yield `(location, value)` per non-blank line. Invalid JSON raises, or is passed to `on_invalid(message)`
+    and skipped when a callback is given."""
     try:
         with _open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    yield f"{path}, line {number}", json.loads(line)
+                    value = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}, line {number}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+                    message = f"{path}, line {number}, column {exc.colno}: invalid JSON: {exc.msg}"
+                    if on_invalid is None:
+                        raise DataError(message) from None
+                    on_invalid(message)
+                    continue
+                yield f"{path}, line {number}", value
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise _read_error(path, exc) from None
 

@@ -54,9 +54,9 @@ def validate_rows(
     Missing columns and wrong types are errors (they mean the file is not preference data). Empty responses and
     identical chosen/rejected pairs are skipped and counted in `report` (errors when `strict`).
     """
+    if max_samples is not None and max_samples <= 0:
+        return
     for location, row in rows:
-        if max_samples is not None and report.kept >= max_samples:
-            return
         report.read += 1
         if not isinstance(row, Mapping):
             raise DataError(f"{location}: expected an object with {', '.join(COLUMNS)}, got {type(row).__name__}")
@@ -94,6 +94,8 @@ def validate_rows(
             continue
         report.kept += 1
         yield {c: _clean(row[c]) for c in COLUMNS}
+        if max_samples is not None and report.kept >= max_samples:
+            return
 
 
 def _clean(value: Any) -> Any:

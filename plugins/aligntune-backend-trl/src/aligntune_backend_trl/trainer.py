@@ -57,15 +57,23 @@ class AlignTuneDPOTrainer(DPOTrainer):
     # -- data ------------------------------------------------------------------------------------------------------
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         limit = self.aligntune_config.max_prompt_length
         if limit is None:
-            return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        # TRL drops pairs whose prompt alone fills max_length; shorten prompts first so those pairs are kept.
+        max_length, args.max_length = args.max_length, None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
 
         def keep_prompt_end(example):
             return {"prompt_ids": example["prompt_ids"][-limit:]}
 
-        return dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+        dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+        if max_length is not None:
+            dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length)
+        return dataset
 
     # -- reference -------------------------------------------------------------------------------------------------
 
