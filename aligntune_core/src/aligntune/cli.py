@@ -1,6 +1,7 @@
 """The `aligntune` command line.
 
     aligntune train [CONFIG.yaml] [--set key=value ...]   train (no config: the offline demo)
+    aligntune eval CONFIG.yaml [--set key=value ...]       evaluate (reward_margin, preference_accuracy, win_rate)
     aligntune plugins list [--json]                        what is installed
 """
 
@@ -27,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override an option (value read as YAML; repeatable)")
 
+    evaluate = commands.add_parser("eval", help="evaluate a trained model (see docs/evaluation.md)")
+    evaluate.add_argument("config", nargs="?", help="YAML file with EvalConfig options")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override an option (value read as YAML; repeatable)")
+
     plugins = commands.add_parser("plugins", help="inspect installed plugins")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
     listing = plugin_commands.add_parser("list", help="list installed plugins and what they provide")
@@ -49,6 +55,26 @@ def _train(args: argparse.Namespace) -> int:
     trainer = create_trainer_from_config(config)
     result = trainer.train()
     print(json.dumps({"output_dir": config.output_dir, **result.metrics}, indent=2, default=str))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from aligntune.core.config_file import apply_overrides, load_yaml_options
+    from aligntune.eval.core import EvalConfig, run_eval
+
+    values, lines = load_yaml_options(args.config) if args.config else ({}, {})
+    values = apply_overrides(values, args.overrides)
+    config = EvalConfig.from_mapping(values, source=args.config, lines=lines)
+    results = run_eval(config)
+    names = list(dict.fromkeys(config.metrics))
+    width = max(len(name) for name in names)
+    print()
+    print(f"{'metric'.ljust(width)}  {'value':>9}  95% interval")
+    for name in names:
+        low, high = results.get(f"{name}_ci95_low"), results.get(f"{name}_ci95_high")
+        interval = f"[{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+        print(f"{name.ljust(width)}  {results[name]:>9.4f}  {interval}")
+    print(f"\nresults.json, per_example.jsonl, report.md and reward_margins.png in {config.output_dir}")
     return 0
 
 
@@ -84,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "plugins" and args.plugins_command == "list":
             return _plugins_list(args)
         if args.command == "plugins":

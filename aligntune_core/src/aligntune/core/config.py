@@ -19,16 +19,37 @@ SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
-class _InvalidValue(ValueError):
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
+class InvalidValueError(ConfigError):
+    """A bad value for `key`; `detail` says what was expected. Re-raised with the file and line by
+    `config_from_mapping`."""
+
+    def __init__(self, key: str, detail: str):
+        super().__init__(f"option {key!r}: {detail}")
         self.key = key
+        self.detail = detail
+
+
+def keyword_checked(cls: type) -> type:
+    """Give an attrs class (declared with `init=False`) an `__init__` whose unknown keywords are
+    `UnknownOptionError`s naming the closest valid one, instead of Python's bare TypeError."""
+    attrs_init = cls.__attrs_init__
+    known = [a.name for a in attrs.fields(cls)]
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key in kwargs:
+            if key not in known:
+                raise UnknownOptionError(f"option {key!r}: unknown option.{did_you_mean(key, known)}")
+        attrs_init(self, **kwargs)
+
+    __init__.__doc__ = cls.__doc__
+    cls.__init__ = __init__
+    return cls
 
 
 def _check(predicate: Callable[[Any], bool], expected: str) -> Callable[[Any, attrs.Attribute, Any], None]:
     def validator(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if not predicate(value):
-            raise _InvalidValue(attribute.name, f"must be {expected}, got {value!r}")
+            raise InvalidValueError(attribute.name, f"must be {expected}, got {value!r}")
 
     return validator
 
@@ -78,7 +99,41 @@ def _default_output_dir(config: TrainConfig) -> str:
     return str(Path("output") / f"{slug}-{config.algorithm}")
 
 
-@attrs.frozen(kw_only=True)
+def config_from_mapping(
+    cls: type,
+    values: Mapping[str, Any],
+    *,
+    source: str | None,
+    lines: Mapping[str, int] | None,
+    required: tuple[str, ...],
+    docs: str,
+):
+    """Build the attrs config `cls` from a mapping, with errors that name the key (and file and line)."""
+    lines = lines or {}
+    known = [a.name for a in attrs.fields(cls)]
+
+    def where(key: str) -> str:
+        if source and key in lines:
+            return f"{source}, line {lines[key]}, key {key!r}"
+        if source:
+            return f"{source}, key {key!r}"
+        return f"option {key!r}"
+
+    for key in values:
+        if key not in known:
+            raise UnknownOptionError(f"{where(key)}: unknown option.{did_you_mean(key, known)} See {docs} for every option.")
+    missing = [k for k in required if k not in values]
+    if missing:
+        place = f"{source}: " if source else ""
+        raise ConfigError(f"{place}missing required option(s): {', '.join(missing)}")
+    try:
+        return cls(**dict(values))
+    except InvalidValueError as exc:
+        raise ConfigError(f"{where(exc.key)}: {exc.detail}") from None
+
+
+@keyword_checked
+@attrs.frozen(kw_only=True, init=False)
 class TrainConfig:
     """Everything a training run needs. Defaults follow the DPO guide and, where it is silent, TRL's DPOConfig."""
 
@@ -150,12 +205,12 @@ class TrainConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.algorithm not in SUPPORTED_ALGORITHMS:
-            raise _InvalidValue(
+            raise InvalidValueError(
                 "algorithm",
                 f"{self.algorithm!r} is not supported; supported algorithms: {', '.join(SUPPORTED_ALGORITHMS)}",
             )
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
-            raise _InvalidValue(
+            raise InvalidValueError(
                 "max_prompt_length",
                 f"must be smaller than max_seq_length ({self.max_seq_length}) so completions keep some tokens, "
                 f"got {self.max_prompt_length}",
@@ -168,34 +223,16 @@ class TrainConfig:
         return [a.name for a in attrs.fields(cls)]
 
     @classmethod
+    def field_names(cls) -> list[str]:
+        return [a.name for a in attrs.fields(cls)]
+
+    @classmethod
     def from_mapping(
         cls, values: Mapping[str, Any], *, source: str | None = None, lines: Mapping[str, int] | None = None
     ) -> TrainConfig:
         """Build a config; unknown keys raise `UnknownOptionError`, bad values `ConfigError` naming key and place."""
-        lines = lines or {}
-        known = cls.field_names()
-
-        def where(key: str) -> str:
-            if source and key in lines:
-                return f"{source}, line {lines[key]}, key {key!r}"
-            if source:
-                return f"{source}, key {key!r}"
-            return f"option {key!r}"
-
-        for key in values:
-            if key not in known:
-                raise UnknownOptionError(
-                    f"{where(key)}: unknown option.{did_you_mean(key, known)} "
-                    "See docs/configuration.md for every option."
-                )
-        missing = [k for k in ("model_name", "dataset_name") if k not in values]
-        if missing:
-            place = f"{source}: " if source else ""
-            raise ConfigError(f"{place}missing required option(s): {', '.join(missing)}")
-        try:
-            return cls(**dict(values))
-        except _InvalidValue as exc:
-            raise ConfigError(f"{where(exc.key)}: {exc}") from None
+        return config_from_mapping(cls, values, source=source, lines=lines, required=("model_name", "dataset_name"),
+                                   docs="docs/configuration.md")
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

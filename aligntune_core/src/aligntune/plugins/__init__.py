@@ -14,6 +14,7 @@ from aligntune.plugins.records import (
     FIRST_PARTY_DATASETS,
     BackendSpec,
     DatasetAdapterSpec,
+    JudgeSpec,
     LossSpec,
     MetricSpec,
 )
@@ -21,11 +22,13 @@ from aligntune.plugins.records import (
 __all__ = [
     "BackendSpec",
     "DatasetAdapterSpec",
+    "JudgeSpec",
     "LossSpec",
     "MetricSpec",
     "PluginInfo",
     "get_backend",
     "get_dataset_adapter",
+    "get_judge",
     "get_loss",
     "get_metric",
     "hookimpl",
@@ -58,6 +61,7 @@ _KIND_WORDS = {
     "losses": ("loss", "loss_type"),
     "dataset_adapters": ("dataset adapter", "dataset_adapter"),
     "metrics": ("metric", "metrics"),
+    "judges": ("judge", "judge"),
 }
 
 
@@ -105,6 +109,10 @@ def get_dataset_adapter(name: str) -> DatasetAdapterSpec:
 
 def get_metric(name: str) -> MetricSpec:
     return _get("metrics", name)
+
+
+def get_judge(name: str) -> JudgeSpec:
+    return _get("judges", name)
 
 
 GENERIC_ADAPTER = "preference"

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import pluggy
 
-from aligntune.plugins.records import BackendSpec, DatasetAdapterSpec, LossSpec, MetricSpec
+from aligntune.plugins.records import BackendSpec, DatasetAdapterSpec, JudgeSpec, LossSpec, MetricSpec
 
 PROJECT = "aligntune"
 
@@ -90,10 +90,28 @@ def aligntune_metrics() -> Iterable[MetricSpec]:
         from aligntune.plugins import MetricSpec, hookimpl
 
         def _mean_chosen_logp(context):
-            values = [row["policy_chosen_logps"] for row in context.rows]
+            values = [pair.policy_chosen_logps for pair in context.pairs]
             return {"mean_chosen_logp": sum(values) / len(values)}
 
         @hookimpl
         def aligntune_metrics():
             yield MetricSpec(name="mean_chosen_logp", summary="Mean log p(chosen)", compute=_mean_chosen_logp)
+    """
+
+
+@hookspec
+def aligntune_judges() -> Iterable[JudgeSpec]:
+    """Judges that score responses for win rate.
+
+    Example plugin module (prefers shorter answers)::
+
+        from aligntune.plugins import JudgeSpec, hookimpl
+
+        class _Brevity:
+            def score(self, prompts, responses):
+                return [-float(len(response)) for response in responses]
+
+        @hookimpl
+        def aligntune_judges():
+            yield JudgeSpec(name="brevity", summary="Shorter is better", create=lambda config: _Brevity())
     """

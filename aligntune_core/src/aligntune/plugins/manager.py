@@ -31,7 +31,7 @@ STRICT_ENV = "ALIGNTUNE_STRICT_PLUGINS"
 DISABLE_ENV = "ALIGNTUNE_DISABLE_PLUGINS"
 
 # Built-in plugin modules of the core, registered like any other plugin.
-BUILTIN_MODULES = ("aligntune.losses.builtin", "aligntune.data.custom")
+BUILTIN_MODULES = ("aligntune.losses.builtin", "aligntune.data.custom", "aligntune.eval.builtin")
 
 
 @attrs.define

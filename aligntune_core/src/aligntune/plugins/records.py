@@ -49,6 +49,9 @@ class BackendSpec:
     summary: str = attrs.field(validator=_one_line)
     create_trainer: Callable[[TrainConfig], Any]
     unavailable_reason: str | None = None
+    # Optional: `load_model(path, *, base_model=None, dtype="float32") -> (model, tokenizer)` for evaluation;
+    # with `base_model`, `path` is a LoRA adapter to attach to it.
+    load_model: Callable[..., Any] | None = None
 
     @property
     def available(self) -> bool:
@@ -95,8 +98,9 @@ class DatasetAdapterSpec:
 class MetricSpec:
     """An evaluation metric computed from per-pair evaluation records.
 
-    `compute(context) -> dict[str, float]` returns the metric's value under its own name plus any details
-    (for example `<name>_std`); `needs_generation` tells the evaluator to generate responses first.
+    `compute(context: aligntune.eval.EvalContext) -> dict[str, float]` returns the metric's value under its own
+    name plus details under `<name>_<detail>` keys (for example `<name>_std`); `needs_generation` tells the
+    evaluator to generate a policy and a reference response per prompt and have the judge score them first.
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -105,12 +109,26 @@ class MetricSpec:
     needs_generation: bool = False
 
 
+@attrs.frozen
+class JudgeSpec:
+    """A judge for win rate: scores responses to prompts, higher is better.
+
+    `create(config) -> judge` builds it from the evaluation config (importing heavy libraries there); the judge
+    has `score(prompts: list, responses: list[str]) -> list[float]`.
+    """
+
+    name: str = attrs.field(validator=_valid_name)
+    summary: str = attrs.field(validator=_one_line)
+    create: Callable[[Any], Any]
+
+
 # Keyed by the plural noun used in the hook name and in `aligntune plugins list --json`.
 KINDS: dict[str, type] = {
     "backends": BackendSpec,
     "losses": LossSpec,
     "dataset_adapters": DatasetAdapterSpec,
     "metrics": MetricSpec,
+    "judges": JudgeSpec,
 }
 
 # First-party names and the distribution that provides each, for "pip install ..." hints.
@@ -119,6 +137,7 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
     "dataset_adapters": {"hh-rlhf": "aligntune-data-hh-rlhf", "oasst": "aligntune-data-oasst1"},
     "losses": {},
     "metrics": {},
+    "judges": {},
 }
 
 # Hub dataset ids handled by first-party dataset plugins (lower case) and the distribution to install.

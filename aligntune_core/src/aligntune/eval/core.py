@@ -1,0 +1,118 @@
+"""`run_eval`: reward margin, preference accuracy and win rate of a preference-tuned model.
+
+    from aligntune.eval.core import EvalConfig, run_eval
+    results = run_eval(EvalConfig(model_path="output/run", output_dir="output/run/eval", dataset_name="pairs.jsonl",
+                                  metrics=["reward_margin", "preference_accuracy"]))
+
+Definitions are in docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from aligntune.errors import ConfigError
+from aligntune.eval.config import EvalConfig
+
+__all__ = ["EvalConfig", "run_eval"]
+
+log = structlog.get_logger("aligntune.eval")
+
+
+def _resolve_metrics(config: EvalConfig):
+    from aligntune.plugins import get_metric
+
+    return [get_metric(name) for name in dict.fromkeys(config.metrics)]
+
+
+def _resolve_judge(config: EvalConfig):
+    from aligntune.plugins import get_judge
+
+    name = config.judge or ("reward_model" if config.judge_model_path else None)
+    if name is None:
+        raise ConfigError(
+            "win_rate needs a judge to score the generated responses, and none is configured: set "
+            "judge_model_path to a sequence-classification reward model (the built-in 'reward_model' judge), or "
+            "judge to the name of an installed judge plugin. win_rate is never replaced by another metric."
+        )
+    return get_judge(name)
+
+
+def _unique_prompts(rows: list[dict[str, Any]]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for row in rows:
+        seen.setdefault(json.dumps(row["prompt"], sort_keys=True), row["prompt"])
+    return list(seen.values())
+
+
+def run_eval(config: EvalConfig) -> dict[str, float]:
+    """Evaluate; returns `{metric: value, <metric>_<detail>: value, ...}` and writes the files into output_dir."""
+    import torch
+
+    from aligntune.data import load_preference_data
+    from aligntune.eval.context import Comparison, EvalContext
+    from aligntune.eval.generation import generate
+    from aligntune.eval.models import load_models
+    from aligntune.eval.plan import resolve_plan
+    from aligntune.eval.report import write_report
+    from aligntune.eval.scoring import score_pairs
+
+    if not isinstance(config, EvalConfig):
+        raise TypeError(f"run_eval expects an EvalConfig, got {type(config).__name__}")
+    metric_specs = _resolve_metrics(config)
+    needs_generation = any(spec.needs_generation for spec in metric_specs)
+    judge_spec = _resolve_judge(config) if needs_generation else None
+    plan = resolve_plan(config)
+    data = load_preference_data(
+        config.dataset_name, split=config.split, data_files=config.data_files, dataset_config=config.dataset_config,
+        max_samples=config.max_samples, dataset_adapter=config.dataset_adapter, **config.dataset_options,
+    )
+    rows = data.dataset.to_list()
+    log.info("evaluating", policy=plan.policy_path, reference=plan.reference_path, beta=plan.beta, pairs=len(rows),
+             metrics=[spec.name for spec in metric_specs])
+    torch.manual_seed(config.seed)
+    models = load_models(config, plan)
+    pairs = score_pairs(models, rows, batch_size=config.batch_size)
+
+    comparisons = None
+    if needs_generation:
+        judge = judge_spec.create(config)
+        prompts = _unique_prompts(rows)
+        policy_responses = generate(models.policy, models.tokenizer, prompts, config, context=_null_context,
+                                    desc="Generating (policy)", max_prompt_length=plan.max_prompt_length)
+        if plan.reference_is_policy:
+            reference_responses = list(policy_responses)
+        else:
+            reference_responses = generate(models.reference_model, models.tokenizer, prompts, config,
+                                           context=models.reference_context, desc="Generating (reference)",
+                                           max_prompt_length=plan.max_prompt_length)
+        policy_scores = judge.score(prompts, policy_responses)
+        reference_scores = judge.score(prompts, reference_responses)
+        comparisons = [
+            Comparison(prompt=p, policy_response=pr, reference_response=rr, policy_score=ps, reference_score=rs)
+            for p, pr, rr, ps, rs in zip(prompts, policy_responses, reference_responses, policy_scores,
+                                         reference_scores)
+        ]
+
+    context = EvalContext(pairs=pairs, comparisons=comparisons, beta=plan.beta, config=config)
+    results: dict[str, float] = {}
+    for spec in metric_specs:
+        values = spec.compute(context)
+        if spec.name not in values:
+            raise ConfigError(f"metric plugin {spec.name!r} did not return a value under its own name")
+        results.update({key: float(value) for key, value in values.items()})
+    write_report(Path(config.output_dir), results=results, context=context, rows=rows, plan=plan.as_dict(),
+                 config=config.to_dict(), data_report=data.report, metric_names=[s.name for s in metric_specs])
+    log.info("evaluation written", output_dir=config.output_dir,
+             **{spec.name: round(results[spec.name], 4) for spec in metric_specs})
+    return results
+
+
+def _null_context():
+    import contextlib
+
+    return contextlib.nullcontext()

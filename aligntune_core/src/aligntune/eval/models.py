@@ -1,0 +1,97 @@
+"""Loading the policy, the reference and the tokenizer for evaluation (plain transformers, or a backend's loader)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from aligntune.errors import ConfigError
+from aligntune.eval.config import EvalConfig
+from aligntune.eval.plan import EvalPlan
+
+
+@attrs.define
+class LoadedModels:
+    policy: Any
+    reference: Any  # None when the reference is the policy itself or its adapter-disabled base
+    tokenizer: Any
+    plan: EvalPlan
+
+    def reference_context(self):
+        """Context in which `reference_model` scores as the reference."""
+        if self.plan.reference_is_policy_base:
+            return self.policy.disable_adapter()
+        return contextlib.nullcontext()
+
+    @property
+    def reference_model(self):
+        return self.reference if self.reference is not None else self.policy
+
+
+def _dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _load_causal_lm(path: str, dtype: str):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype)).eval()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the model {path!r}: {exc}") from None
+
+
+def _load_tokenizer(path: str, fallback: str):
+    from transformers import AutoTokenizer
+
+    for candidate in (path, fallback):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(candidate)
+            break
+        except (OSError, ValueError):
+            continue
+    else:
+        raise ConfigError(f"cannot load a tokenizer from {path!r} or {fallback!r}")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _attach_adapter(base, adapter_dir: str):
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ConfigError("use_lora=true needs peft: pip install peft (or aligntune-backend-trl)") from None
+    if not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ConfigError(f"use_lora=true but {adapter_dir} has no adapter_config.json (is it a full model?)")
+    return PeftModel.from_pretrained(base, adapter_dir).eval()
+
+
+def load_models(config: EvalConfig, plan: EvalPlan) -> LoadedModels:
+    if config.use_unsloth:
+        from aligntune.plugins import get_backend
+
+        backend = get_backend("unsloth")
+        loader = getattr(backend, "load_model", None)
+        if loader is None:
+            raise ConfigError("the installed unsloth backend cannot load models for evaluation (no load_model)")
+        policy, tokenizer = loader(plan.policy_path, base_model=plan.policy_adapter_on, dtype=config.dtype)
+        reference = None
+        if not (plan.reference_is_policy or plan.reference_is_policy_base):
+            reference, _ = loader(plan.reference_path, base_model=None, dtype=config.dtype)
+        return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)
+
+    tokenizer = _load_tokenizer(plan.tokenizer_path, plan.policy_adapter_on or plan.reference_path)
+    if plan.policy_adapter_on is not None:
+        policy = _attach_adapter(_load_causal_lm(plan.policy_adapter_on, config.dtype), plan.policy_path)
+    else:
+        policy = _load_causal_lm(plan.policy_path, config.dtype)
+    reference = None
+    if not (plan.reference_is_policy or plan.reference_is_policy_base):
+        reference = _load_causal_lm(plan.reference_path, config.dtype)
+    return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)

@@ -1,0 +1,101 @@
+"""Resolving an `EvalConfig` against the run record (`aligntune_run.json`) into what exactly will be compared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import structlog
+
+from aligntune.core.run_record import RUN_FILE, read_run_record
+from aligntune.errors import ConfigError
+from aligntune.eval.config import EvalConfig
+
+log = structlog.get_logger("aligntune.eval")
+
+DEFAULT_BETA = 0.1
+DEFAULT_MAX_SEQ_LENGTH = 512
+
+
+@attrs.frozen
+class EvalPlan:
+    policy_path: str  # full model, or the LoRA adapter directory when policy_adapter_on is set
+    policy_adapter_on: str | None  # base model the adapter applies to
+    reference_path: str
+    beta: float
+    beta_source: str
+    max_seq_length: int
+    max_prompt_length: int | None
+    tokenizer_path: str
+    run_record: dict[str, Any] | None
+
+    @property
+    def reference_is_policy_base(self) -> bool:
+        """The reference is the adapter's own base: score it with the adapter disabled, no second copy."""
+        return self.policy_adapter_on is not None and self.policy_adapter_on == self.reference_path
+
+    @property
+    def reference_is_policy(self) -> bool:
+        return self.policy_adapter_on is None and self.policy_path == self.reference_path
+
+    def as_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out.pop("run_record")
+        return out
+
+
+def resolve_plan(config: EvalConfig) -> EvalPlan:
+    record = read_run_record(config.model_path) if config.model_path else None
+    trained_from = (record or {}).get("model_name")
+
+    base_model = config.base_model
+    if config.use_lora and base_model is None:
+        base_model = (record or {}).get("base_model") or trained_from
+        if base_model is None:
+            raise ConfigError(
+                f"use_lora=true needs base_model (the model the adapter in {config.model_path} was trained on); "
+                f"it is not given and {config.model_path}/{RUN_FILE} does not name it"
+            )
+
+    reference = config.reference_model_path or trained_from or base_model
+    if reference is None:
+        if config.model_path is None:
+            raise ConfigError("nothing to evaluate: set model_path (the trained model) or reference_model_path")
+        raise ConfigError(
+            f"reference_model_path is not set and {config.model_path}/{RUN_FILE} does not say which model the run "
+            "started from; set reference_model_path"
+        )
+
+    if config.model_path is None:
+        policy_path, adapter_on = base_model or reference, None  # the base model evaluated as the policy
+    elif config.use_lora:
+        policy_path, adapter_on = config.model_path, base_model
+    else:
+        policy_path, adapter_on = config.model_path, None
+
+    if config.beta is not None:
+        beta, beta_source = float(config.beta), "config"
+    elif record is not None and "beta" in record:
+        beta, beta_source = float(record["beta"]), f"{config.model_path}/{RUN_FILE}"
+    else:
+        beta, beta_source = DEFAULT_BETA, "default"
+        log.warning("beta not given and not found in a run record; using the default", beta=beta,
+                    hint="set beta to the value the model was trained with")
+
+    tokenization = (record or {}).get("tokenization", {})
+    max_seq_length = config.max_seq_length or tokenization.get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH
+    max_prompt_length = config.max_prompt_length or tokenization.get("max_prompt_length")
+    tokenizer_path = config.model_path if config.model_path and not config.use_lora else (adapter_on or policy_path)
+    if config.model_path and config.use_lora:
+        tokenizer_path = config.model_path  # training saves the tokenizer next to the adapter
+    return EvalPlan(
+        policy_path=policy_path,
+        policy_adapter_on=adapter_on,
+        reference_path=reference,
+        beta=beta,
+        beta_source=beta_source,
+        max_seq_length=int(max_seq_length),
+        max_prompt_length=max_prompt_length,
+        tokenizer_path=tokenizer_path,
+        run_record=record,
+    )
