@@ -69,3 +69,38 @@ def write_fake_distribution(root: Path, dist: str, version: str, entry_points: d
     (info / "entry_points.txt").write_text(f"[aligntune]\n{lines}\n", encoding="utf-8")
     for module, source in modules.items():
         (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with perturbed weights: a 'trained' policy whose log-probs differ from the reference's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    directory = tmp_path_factory.mktemp("tiny-policy")
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(tiny_model, tmp_path_factory) -> Path:
+    """A tiny Llama sequence-classification model (one label) to serve as a reward-model judge."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.num_labels = 1
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(7)
+    model = LlamaForSequenceClassification(config)
+    directory = tmp_path_factory.mktemp("tiny-judge")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
