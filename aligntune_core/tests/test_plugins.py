@@ -135,7 +135,7 @@ def aligntune_losses():
 def test_unknown_names_list_what_is_available_and_how_to_install_first_party(site, monkeypatch):
     from aligntune import plugins
 
-    monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-trl,aligntune-backend-unsloth")
+    monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-trl,aligntune-backend-unsloth,aligntune-data-hh-rlhf")
     plugins.reset_registry()
     with pytest.raises(UnknownPluginError, match=r"pip install aligntune-backend-unsloth"):
         plugins.get_backend("unsloth")
@@ -187,8 +187,10 @@ def test_listing_json_shows_every_plugin_and_imports_no_heavy_library(site):
     assert set(records["aligntune"]) == {"name", "version", "status", "provides", "error"}
     assert records["aligntune"]["provides"]["losses"] == ["sigmoid", "hinge", "ipo"]
     assert records["aligntune-loss-double"]["provides"] == {
-        "backends": [], "losses": ["double-hinge"], "dataset_adapters": [], "metrics": []
+        "backends": [], "losses": ["double-hinge"], "dataset_adapters": [], "metrics": [], "judges": []
     }
+    assert records["aligntune"]["provides"]["metrics"] == ["reward_margin", "preference_accuracy", "win_rate"]
+    assert records["aligntune"]["provides"]["judges"] == ["reward_model"]
     assert records["broken-plugin"]["status"] == "failed"
     assert "a_module_that_does_not_exist" in records["broken-plugin"]["error"]
 
