@@ -3,7 +3,7 @@ packaging mistake (a missing entry point or module) fails here.
 
     nox -s ci          what CI runs: the core alone, then every plugin and the cross-package tests together
     nox -s core        core tests with no plugin installed
-    nox -s trl         the TRL backend plugin's tests (core + plugin only)
+    nox -s plugin      each plugin's own tests, in its own venv (core + that plugin and what it depends on)
     nox -s all         every distribution installed, every test
     nox -s demo        the offline demo, as the README runs it
 """
@@ -17,7 +17,13 @@ import nox
 ROOT = Path(__file__).parent
 DIST = ROOT / "dist"
 CORE = "aligntune_core"
-PLUGINS = {"trl": "plugins/aligntune-backend-trl"}
+PLUGINS = {
+    "trl": "plugins/aligntune-backend-trl",
+    "hh-rlhf": "plugins/aligntune-data-hh-rlhf",
+    "oasst1": "plugins/aligntune-data-oasst1",
+}
+# Plugins a plugin's distribution depends on (built from this repository too).
+PLUGIN_NEEDS: dict[str, list[str]] = {}
 # The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
 TORCH = "torch==2.13.0"
 
@@ -53,9 +59,11 @@ def core(session: nox.Session) -> None:
 
 
 @nox.session
-def trl(session: nox.Session) -> None:
-    _install(session, CORE, PLUGINS["trl"])
-    _pytest(session, PLUGINS["trl"] + "/tests")
+@nox.parametrize("name", list(PLUGINS))
+def plugin(session: nox.Session, name: str) -> None:
+    needs = [PLUGINS[dep] for dep in PLUGIN_NEEDS.get(name, [])]
+    _install(session, CORE, *needs, PLUGINS[name])
+    _pytest(session, PLUGINS[name] + "/tests")
 
 
 @nox.session(name="all")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aligntune.data.readers import file_format, iter_file_rows
 from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
 from aligntune.data.rows import rows_to_dataset, validate_rows
 
@@ -11,6 +12,8 @@ __all__ = [
     "DatasetRequest",
     "DropReport",
     "PreferenceData",
+    "file_format",
+    "iter_file_rows",
     "load_preference_data",
     "load_preference_dataset",
     "rows_to_dataset",

@@ -123,6 +123,12 @@ def load_datasets(config: TrainConfig):
         if config.eval_dataset_name is not None:
             eval_common.update(data_files=None, dataset_config=None)
         evaluation = load_preference_data(eval_name, split=config.eval_split or "test", **eval_common)
+        if len(evaluation.dataset) == len(train.dataset) and evaluation.dataset[:3] == train.dataset[:3]:
+            log.warning(
+                "the evaluation data is the same as the training data (the source has no separate split "
+                f"{config.eval_split or 'test'!r}); eval metrics will not measure generalisation",
+                hint="give data_files={train: ..., test: ...}, a directory with train/test files, or eval_dataset_name",
+            )
     return train, evaluation
 
 
