@@ -5,6 +5,7 @@ packaging mistake (a missing entry point or module) fails here.
     nox -s core        core tests with no plugin installed
     nox -s plugin      each plugin's own tests, in its own venv (core + that plugin and what it depends on)
     nox -s all         every distribution installed, every test
+    nox -s unsloth     the Unsloth backend in a venv with Unsloth's pins (TRL 1.15), plus the TRL backend's tests there
     nox -s demo        the offline demo, as the README runs it
 """
 
@@ -23,7 +24,12 @@ PLUGINS = {
     "oasst1": "plugins/aligntune-data-oasst1",
 }
 # Plugins a plugin's distribution depends on (built from this repository too).
-PLUGIN_NEEDS: dict[str, list[str]] = {}
+PLUGIN_NEEDS: dict[str, list[str]] = {"unsloth": ["trl"]}
+UNSLOTH = "plugins/aligntune-backend-unsloth"
+# Unsloth pins trl<=1.15, transformers<=5.17, datasets<5 and torch<2.15. With these pins pip keeps the CPU torch;
+# the registry's torchvision 0.28.0 is a CUDA build whose operators fail to load next to it, so it is removed after
+# installing (nothing we run needs it).
+UNSLOTH_STACK = [TORCH, "torchvision==0.28.0", "unsloth==2026.10.9"]
 # The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
 TORCH = "torch==2.13.0"
 
@@ -73,9 +79,21 @@ def all_(session: nox.Session) -> None:
 
 
 @nox.session
+def unsloth(session: nox.Session) -> None:
+    session.install(*UNSLOTH_STACK)
+    session.install(*_build_wheels(session, CORE, PLUGINS["trl"], UNSLOTH), "pytest")
+    session.run("pip", "uninstall", "-y", "torchvision")
+    session.run("python", "-c", "import trl; print('TRL', trl.__version__)")
+    # Separate processes: importing unsloth patches transformers/trl for the rest of the process.
+    _pytest(session, PLUGINS["trl"] + "/tests")
+    _pytest(session, UNSLOTH + "/tests")
+
+
+@nox.session
 def ci(session: nox.Session) -> None:
     session.notify("core")
     session.notify("all")
+    session.notify("unsloth")
 
 
 @nox.session

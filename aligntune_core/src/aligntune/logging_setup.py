@@ -22,3 +22,9 @@ def configure_logging(fmt: str = "console", level: str = "info") -> None:
         logger_factory=lambda *args: structlog.PrintLogger(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def ensure_logging() -> None:
+    """Configure aligntune's default (console lines on stderr) unless the application configured structlog."""
+    if not structlog.is_configured():
+        configure_logging()

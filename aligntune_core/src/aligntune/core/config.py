@@ -171,7 +171,12 @@ class TrainConfig:
     eval_dataset_name: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a dataset id or path")
     )
-    use_lora: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    use_lora: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
+    )
+    load_in_4bit: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
+    )
     lora_r: int = attrs.field(default=16, validator=_check(_positive_int, "an integer >= 1"))
     lora_alpha: float = attrs.field(default=32, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
     lora_dropout: float = attrs.field(

@@ -33,6 +33,9 @@ def load_preference_data(
     **options: Any,
 ) -> PreferenceData:
     """Load preference pairs and the adapter's report (rows read, kept, dropped by reason)."""
+    from aligntune.logging_setup import ensure_logging
+
+    ensure_logging()
     from aligntune.errors import DataError
     from aligntune.plugins import resolve_dataset_adapter
 

@@ -51,6 +51,9 @@ def _unique_prompts(rows: list[dict[str, Any]]) -> list[Any]:
 
 def run_eval(config: EvalConfig) -> dict[str, float]:
     """Evaluate; returns `{metric: value, <metric>_<detail>: value, ...}` and writes the files into output_dir."""
+    from aligntune.logging_setup import ensure_logging
+
+    ensure_logging()
     import torch
 
     from aligntune.data import load_preference_data

@@ -140,9 +140,30 @@ def _check_chat_template(dataset, tokenizer, model_name: str) -> None:
         )
 
 
+def _quantization_config(config: TrainConfig):
+    """QLoRA through bitsandbytes, only where a CUDA GPU makes it possible."""
+    if not config.load_in_4bit:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("load_in_4bit=true needs a CUDA GPU (bitsandbytes); this machine has none")
+    if not config.use_lora:
+        raise ConfigError("load_in_4bit=true trains a LoRA adapter on the 4-bit model (QLoRA): set use_lora=true")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None):
     """Build the trainer. `model`/`tokenizer` may be given already loaded (other backends reuse this)."""
+    import attrs
+
     from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
+
+    if config.use_lora is None:
+        config = attrs.evolve(config, use_lora=False)  # the TRL backend's default: full fine-tuning
 
     loss_spec, loss_params = validate_loss(
         config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params
@@ -153,7 +174,9 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     _check_chat_template(train.dataset, tokenizer, config.model_name)
     # Reference-free: TRL loads no reference model when told log-probs are precomputed; we precompute nothing.
     args = make_dpo_config(config, precompute_ref_log_probs=config.precompute_ref_log_probs or reference_free)
-    peft_config = make_lora_config(config) if config.use_lora else None
+    # A model handed over already loaded (another backend) carries its own adapter.
+    peft_config = make_lora_config(config) if config.use_lora and model is None else None
+    quantization = _quantization_config(config) if model is None else None
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(
@@ -163,6 +186,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
             eval_dataset=evaluation.dataset if evaluation is not None else None,
             processing_class=tokenizer,
             peft_config=peft_config,
+            quantization_config=quantization,
             aligntune_config=config,
             loss_params=loss_params,
             reference_free=reference_free,
