@@ -23,15 +23,13 @@ PLUGINS = {
     "hh-rlhf": "plugins/aligntune-data-hh-rlhf",
     "oasst1": "plugins/aligntune-data-oasst1",
 }
-# Plugins a plugin's distribution depends on (built from this repository too).
-PLUGIN_NEEDS: dict[str, list[str]] = {"unsloth": ["trl"]}
+# The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
+TORCH = "torch==2.13.0"
 UNSLOTH = "plugins/aligntune-backend-unsloth"
 # Unsloth pins trl<=1.15, transformers<=5.17, datasets<5 and torch<2.15. With these pins pip keeps the CPU torch;
 # the registry's torchvision 0.28.0 is a CUDA build whose operators fail to load next to it, so it is removed after
 # installing (nothing we run needs it).
 UNSLOTH_STACK = [TORCH, "torchvision==0.28.0", "unsloth==2026.10.9"]
-# The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
-TORCH = "torch==2.13.0"
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
@@ -67,8 +65,7 @@ def core(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("name", list(PLUGINS))
 def plugin(session: nox.Session, name: str) -> None:
-    needs = [PLUGINS[dep] for dep in PLUGIN_NEEDS.get(name, [])]
-    _install(session, CORE, *needs, PLUGINS[name])
+    _install(session, CORE, PLUGINS[name])
     _pytest(session, PLUGINS[name] + "/tests")
 
 

@@ -22,17 +22,21 @@ def _losses(history):
     return [entry["loss"] for entry in history if "loss" in entry]
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("auto", 1e-3)])
-@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
-def test_plain_trl_and_aligntune_log_equal_losses(tiny_model, pairs_jsonl, tmp_path, precision, tolerance, loss_type):
+# Every loss TRL 1.16 implements, with the label smoothing those that read it are tested at.
+TRL_LOSSES = {
+    "sigmoid": 0.0, "hinge": 0.0, "ipo": 0.0, "exo_pair": 0.1, "nca_pair": 0.0, "robust": 0.1, "bco_pair": 0.0,
+    "sppo_hard": 0.0, "aot": 0.1, "aot_unpaired": 0.1, "apo_zero": 0.0, "apo_down": 0.0, "discopop": 0.0,
+    "sigmoid_norm": 0.0, "sft": 0.0,
+}
+CASES = [(name, "fp32", 1e-5) for name in TRL_LOSSES] + [("sigmoid", "auto", 1e-3), ("ipo", "auto", 1e-3)]
+
+
+def _plain_trl(tiny_model, tmp_path, precision, loss_type, label_smoothing=0.0, loss_weights=None, steps=3):
     from trl import DPOConfig, DPOTrainer
 
-    ours = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "a"),
-                             batch_size=4, max_steps=5, precision=precision, loss_type=loss_type, **FAST)
-    ours.train()
-    args = dict(output_dir=str(tmp_path / "b"), per_device_train_batch_size=4, max_steps=5, logging_steps=1,
+    args = dict(output_dir=str(tmp_path / "plain"), per_device_train_batch_size=4, max_steps=steps, logging_steps=1,
                 learning_rate=1e-3, save_strategy="no", seed=3, use_cpu=True, report_to="none", max_length=512,
-                beta=0.1, loss_type=[loss_type])
+                beta=0.1, loss_type=loss_type, label_smoothing=label_smoothing, loss_weights=loss_weights)
     if precision == "fp32":
         args["bf16"] = False
     plain = DPOTrainer(model=str(tiny_model), args=DPOConfig(**args),
@@ -46,15 +50,48 @@ def test_plain_trl_and_aligntune_log_equal_losses(tiny_model, pairs_jsonl, tmp_p
         # TRL 1.15 runs its fused LM head through a Triton kernel whenever triton is installed (unsloth installs it),
         # and Triton needs a GPU: plain TRL cannot train on this CPU-only machine. aligntune does not use that head.
         pytest.skip(f"plain TRL cannot train on CPU here (Triton kernel without a GPU): {exc}")
+    return plain
+
+
+def _assert_same_training(ours, plain, tolerance):
     ours_losses, plain_losses = _losses(ours.log_history), _losses(plain.state.log_history)
-    assert len(ours_losses) == len(plain_losses) == 5
+    assert len(ours_losses) == len(plain_losses) == ours.state.global_step
     assert ours_losses == pytest.approx(plain_losses, rel=tolerance, abs=tolerance)
-    # The model really moved: later losses differ from the first.
-    assert len({round(v, 4) for v in ours_losses}) > 1
-    for key in ("rewards/margins", "logps/chosen", "logps/rejected"):
+    # A loss that never reads the reference (sft) trains without one here, so its rewards are β·log π.
+    keys = ("rewards/margins", "logps/chosen", "logps/rejected") if not ours.reference_free else ("logps/chosen",)
+    for key in keys:
         ours_values = [e[key] for e in ours.log_history if key in e]
         plain_values = [e[key] for e in plain.state.log_history if key in e]
-        assert ours_values == pytest.approx(plain_values, abs=tolerance * 100), key
+        assert ours_values == pytest.approx(plain_values, rel=tolerance * 10, abs=tolerance * 100), key
+    # Equal gradients at every step leave equal weights after the updates.
+    plain_params = dict(plain.model.named_parameters())
+    worst = max((p.detach() - plain_params[n].detach()).abs().max().item() for n, p in ours.model.named_parameters())
+    assert worst <= tolerance * 10
+
+
+@pytest.mark.parametrize(("loss_type", "precision", "tolerance"), CASES)
+def test_plain_trl_and_aligntune_train_alike_for_every_trl_loss(tiny_model, pairs_jsonl, tmp_path, loss_type,
+                                                                 precision, tolerance):
+    smoothing = TRL_LOSSES[loss_type]
+    ours = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "a"),
+                             batch_size=4, max_steps=3, precision=precision, loss_type=loss_type,
+                             label_smoothing=smoothing, **FAST)
+    ours.train()
+    plain = _plain_trl(tiny_model, tmp_path, precision, [loss_type], smoothing)
+    _assert_same_training(ours, plain, tolerance)
+    assert len({round(v, 6) for v in _losses(ours.log_history)}) > 1  # the model moved
+
+
+def test_weighted_sigmoid_plus_sft_matches_trl_rpo(tiny_model, pairs_jsonl, tmp_path):
+    ours = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "a"),
+                             batch_size=4, max_steps=3, precision="fp32", loss_type=["sigmoid", "sft"],
+                             loss_weights=[1.0, 0.5], **FAST)
+    ours.train()
+    assert {"loss/sigmoid", "loss/sft"} <= set(ours.log_history[0])
+    first = ours.log_history[0]
+    assert first["loss"] == pytest.approx(first["loss/sigmoid"] + 0.5 * first["loss/sft"], rel=1e-6)
+    plain = _plain_trl(tiny_model, tmp_path, "fp32", ["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    _assert_same_training(ours, plain, 1e-5)
 
 
 def _independent_sequence_logps(model, tokenizer, prompt: str, completion: str) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from aligntune.core.config import TrainConfig
-from aligntune.losses import validate_loss
+from aligntune.losses import resolve_loss
 from aligntune.plugins import get_backend, resolve_dataset_adapter
 
 log = structlog.get_logger("aligntune")
@@ -21,7 +21,8 @@ log = structlog.get_logger("aligntune")
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Check everything that depends on installed plugins before any model is loaded."""
-    validate_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params)
+    resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params,
+                 weights=config.loss_weights)
     get_backend(config.backend)
     resolve_dataset_adapter(config.dataset_name, config.dataset_adapter)
     return config

@@ -150,7 +150,16 @@ class TrainConfig:
     label_smoothing: float = attrs.field(
         default=0.0, validator=_check(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)")
     )
-    loss_type: str = attrs.field(default="sigmoid", validator=_check(_non_empty_str, "a loss name"))
+    loss_type: str | list[str] = attrs.field(
+        default="sigmoid",
+        converter=lambda v: list(v) if isinstance(v, tuple) else v,
+        validator=_check(lambda v: _non_empty_str(v) or (_str_list(v) and len(v) > 0), "a loss name or a list of names"),
+    )
+    loss_weights: list[float] | None = attrs.field(
+        default=None,
+        validator=_check(lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_number(x) for x in v)),
+                         "a list of numbers (one per loss_type) or null"),
+    )
     loss_params: dict[str, Any] = attrs.field(
         factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of loss parameters")
     )

@@ -36,6 +36,7 @@ def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | N
         "reference_model": None if config.reference_free else config.model_name,
         "reference_free": config.reference_free,
         "loss_type": config.loss_type,
+        "loss_weights": config.loss_weights,
         "loss_params": dict(config.loss_params),
         "beta": config.beta,
         "label_smoothing": config.label_smoothing,

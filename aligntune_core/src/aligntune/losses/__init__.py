@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LossInputs", "LossOutput", "compute_loss", "loss_requires_reference", "validate_loss"]
+__all__ = [
+    "LossInputs",
+    "LossOutput",
+    "ResolvedLoss",
+    "compute_loss",
+    "loss_requires_reference",
+    "resolve_loss",
+    "validate_loss",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -51,36 +52,130 @@ class LossOutput:
     losses: torch.Tensor
     chosen_rewards: torch.Tensor
     rejected_rewards: torch.Tensor
+    components: dict[str, torch.Tensor] = attrs.field(factory=dict)  # per-loss values of a weighted sum
 
 
-def validate_loss(name: str, *, beta: float, label_smoothing: float = 0.0, params: dict[str, Any] | None = None):
-    """Check a loss name and its settings; returns the loss record with the parameters filled in with defaults.
+@attrs.frozen
+class ResolvedLoss:
+    """One loss or a weighted sum of losses, checked against the installed plugins and the settings."""
 
-    Raises `ConfigError` naming the offending setting.
-    """
-    from aligntune.plugins import get_loss
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    specs: tuple[Any, ...]
+    params: tuple[dict[str, Any], ...]
+    beta: float
+    label_smoothing: float
 
-    spec = get_loss(name)
+    @property
+    def requires_reference(self) -> bool:
+        return any(spec.requires_reference for spec in self.specs)
+
+    @property
+    def needs_lengths(self) -> bool:
+        return any(spec.needs_lengths for spec in self.specs)
+
+    def compute(
+        self,
+        *,
+        policy_chosen_logps: torch.Tensor,
+        policy_rejected_logps: torch.Tensor,
+        ref_chosen_logps: torch.Tensor | None,
+        ref_rejected_logps: torch.Tensor | None,
+        chosen_lengths: torch.Tensor | None = None,
+        rejected_lengths: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """Per-pair Σ wᵢ·lossᵢ (each loss's per-pair values; `components` keeps them apart)."""
+        base = _loss_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                            chosen_lengths, rejected_lengths, beta=self.beta, label_smoothing=self.label_smoothing)
+        if self.needs_lengths and (base.chosen_lengths is None or base.rejected_lengths is None):
+            needing = [n for n, s in zip(self.names, self.specs) if s.needs_lengths]
+            raise ValueError(f"loss {needing[0]!r} needs chosen_lengths and rejected_lengths (completion token counts)")
+        total = None
+        components: dict[str, torch.Tensor] = {}
+        for name, weight, spec, params in zip(self.names, self.weights, self.specs, self.params):
+            losses = spec.fn(attrs.evolve(base, params=params))
+            if not isinstance(losses, torch.Tensor) or losses.shape != base.policy_chosen_logps.shape:
+                got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+                raise ValueError(
+                    f"loss {name!r} returned {got}; a loss must return one value per pair "
+                    f"{tuple(base.policy_chosen_logps.shape)}"
+                )
+            components[name] = losses
+            total = weight * losses if total is None else total + weight * losses
+        return LossOutput(
+            losses=total,
+            chosen_rewards=base.beta * base.chosen_logratios.detach(),
+            rejected_rewards=base.beta * base.rejected_logratios.detach(),
+            components=components,
+        )
+
+
+def _check_settings(beta: Any, label_smoothing: Any) -> None:
     if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
         raise ConfigError(f"beta must be a number > 0, got {beta!r}")
-    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing < 0.5:
+    if not isinstance(label_smoothing, (int, float)) or isinstance(label_smoothing, bool) or not (
+        0.0 <= label_smoothing < 0.5
+    ):
         raise ConfigError(
             f"label_smoothing must be in [0, 0.5) (the assumed probability that a pair's preference is flipped), "
             f"got {label_smoothing!r}"
         )
+
+
+def resolve_loss(
+    loss_type: str | Sequence[str],
+    *,
+    beta: float,
+    label_smoothing: float = 0.0,
+    params: dict[str, Any] | None = None,
+    weights: Sequence[float] | None = None,
+) -> ResolvedLoss:
+    """Check loss names, weights and parameters; raises `ConfigError` (or `UnknownPluginError`) naming the problem.
+
+    `params` go to the losses that declare them; a parameter no chosen loss declares is an error.
+    """
+    from aligntune.plugins import get_loss
+
+    _check_settings(beta, label_smoothing)
+    names = (loss_type,) if isinstance(loss_type, str) else tuple(loss_type)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"loss_type must be a loss name or a non-empty list of names, got {loss_type!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"loss_type lists a loss twice: {list(names)}; give each once with its weight")
+    if weights is None:
+        weights = (1.0,) * len(names)
+    weights = tuple(weights)
+    if len(weights) != len(names):
+        raise ConfigError(f"loss_weights has {len(weights)} values for {len(names)} losses ({list(names)})")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights) or not any(weights):
+        raise ConfigError(f"loss_weights must be numbers >= 0, not all zero, got {list(weights)}")
+    specs = tuple(get_loss(name) for name in names)
     given = dict(params or {})
-    unknown = sorted(set(given) - set(spec.params))
+    declared = {key for spec in specs for key in spec.params}
+    unknown = sorted(set(given) - declared)
     if unknown:
-        valid = ", ".join(sorted(spec.params)) or "none"
-        hint = did_you_mean(unknown[0], spec.params)
-        raise ConfigError(f"loss {name!r} has no parameter {unknown[0]!r}.{hint} Its parameters: {valid}.")
-    resolved = {**spec.params, **given}
-    if spec.validate is not None:
-        try:
-            spec.validate(float(beta), float(label_smoothing), resolved)
-        except ValueError as exc:
-            raise ConfigError(f"loss {name!r}: {exc}") from exc
-    return spec, resolved
+        valid = ", ".join(sorted(declared)) or "none"
+        hint = did_you_mean(unknown[0], declared)
+        raise ConfigError(
+            f"loss {' + '.join(names)!r} has no parameter {unknown[0]!r}.{hint} Its parameters: {valid}."
+        )
+    resolved_params = []
+    for name, spec in zip(names, specs):
+        own = {**spec.params, **{k: v for k, v in given.items() if k in spec.params}}
+        if spec.validate is not None:
+            try:
+                spec.validate(float(beta), float(label_smoothing), own)
+            except ValueError as exc:
+                raise ConfigError(f"loss {name!r}: {exc}") from None
+        resolved_params.append(own)
+    return ResolvedLoss(names=names, weights=tuple(float(w) for w in weights), specs=specs,
+                        params=tuple(resolved_params), beta=float(beta), label_smoothing=float(label_smoothing))
+
+
+def validate_loss(name: str, *, beta: float, label_smoothing: float = 0.0, params: dict[str, Any] | None = None):
+    """Check one loss and its settings; returns `(spec, params with defaults)`."""
+    resolved = resolve_loss(name, beta=beta, label_smoothing=label_smoothing, params=params)
+    return resolved.specs[0], resolved.params[0]
 
 
 def loss_requires_reference(name: str) -> bool:
@@ -97,8 +192,40 @@ def _as_tensor(value: torch.Tensor, like: torch.Tensor, what: str) -> torch.Tens
     return value
 
 
+def _loss_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths,
+                 rejected_lengths, *, beta: float, label_smoothing: float) -> LossInputs:
+    chosen = policy_chosen_logps
+    if not isinstance(chosen, torch.Tensor) or chosen.dim() != 1:
+        raise ValueError("policy_chosen_logps must be a 1-D tensor with one summed log-prob per pair")
+    rejected = _as_tensor(policy_rejected_logps, chosen, "policy_rejected_logps")
+    if (ref_chosen_logps is None) != (ref_rejected_logps is None):
+        raise ValueError("pass both ref_chosen_logps and ref_rejected_logps, or neither (reference-free)")
+    reference_free = ref_chosen_logps is None
+    if reference_free:
+        ref_chosen = torch.zeros_like(chosen)
+        ref_rejected = torch.zeros_like(chosen)
+    else:
+        ref_chosen = _as_tensor(ref_chosen_logps, chosen, "ref_chosen_logps").to(chosen.dtype)
+        ref_rejected = _as_tensor(ref_rejected_logps, chosen, "ref_rejected_logps").to(chosen.dtype)
+    if chosen_lengths is not None:
+        chosen_lengths = _as_tensor(chosen_lengths, chosen, "chosen_lengths")
+    if rejected_lengths is not None:
+        rejected_lengths = _as_tensor(rejected_lengths, chosen, "rejected_lengths")
+    return LossInputs(
+        policy_chosen_logps=chosen,
+        policy_rejected_logps=rejected,
+        ref_chosen_logps=ref_chosen,
+        ref_rejected_logps=ref_rejected,
+        beta=float(beta),
+        label_smoothing=float(label_smoothing),
+        chosen_lengths=chosen_lengths,
+        rejected_lengths=rejected_lengths,
+        reference_free=reference_free,
+    )
+
+
 def compute_loss(
-    name: str,
+    name: str | Sequence[str],
     *,
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -108,50 +235,20 @@ def compute_loss(
     label_smoothing: float = 0.0,
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
+    weights: Sequence[float] | None = None,
     **params: Any,
 ) -> LossOutput:
-    """Per-pair losses of the loss called `name` (a built-in or a plugin's).
+    """Per-pair losses of the loss called `name` (a built-in or a plugin's), or of a weighted sum of losses
+    (`name=["sigmoid", "sft"], weights=[1.0, 0.5]`).
 
     Reference log-probs may be `None` (reference-free training): they are treated as zero.
     """
-    spec, resolved = validate_loss(name, beta=beta, label_smoothing=label_smoothing, params=params)
-    chosen = policy_chosen_logps
-    if not isinstance(chosen, torch.Tensor) or chosen.dim() != 1:
-        raise ValueError("policy_chosen_logps must be a 1-D tensor with one summed log-prob per pair")
-    rejected = _as_tensor(policy_rejected_logps, chosen, "policy_rejected_logps")
-    reference_free = ref_chosen_logps is None and ref_rejected_logps is None
-    if (ref_chosen_logps is None) != (ref_rejected_logps is None):
-        raise ValueError("pass both ref_chosen_logps and ref_rejected_logps, or neither (reference-free)")
-    if reference_free:
-        ref_chosen = torch.zeros_like(chosen)
-        ref_rejected = torch.zeros_like(chosen)
-    else:
-        ref_chosen = _as_tensor(ref_chosen_logps, chosen, "ref_chosen_logps").to(chosen.dtype)
-        ref_rejected = _as_tensor(ref_rejected_logps, chosen, "ref_rejected_logps").to(chosen.dtype)
-    if spec.needs_lengths and (chosen_lengths is None or rejected_lengths is None):
-        raise ValueError(f"loss {name!r} needs chosen_lengths and rejected_lengths (completion token counts)")
-    if chosen_lengths is not None:
-        chosen_lengths = _as_tensor(chosen_lengths, chosen, "chosen_lengths")
-    if rejected_lengths is not None:
-        rejected_lengths = _as_tensor(rejected_lengths, chosen, "rejected_lengths")
-    inputs = LossInputs(
-        policy_chosen_logps=chosen,
-        policy_rejected_logps=rejected,
-        ref_chosen_logps=ref_chosen,
-        ref_rejected_logps=ref_rejected,
-        beta=float(beta),
-        label_smoothing=float(label_smoothing),
+    resolved = resolve_loss(name, beta=beta, label_smoothing=label_smoothing, params=params, weights=weights)
+    return resolved.compute(
+        policy_chosen_logps=policy_chosen_logps,
+        policy_rejected_logps=policy_rejected_logps,
+        ref_chosen_logps=ref_chosen_logps,
+        ref_rejected_logps=ref_rejected_logps,
         chosen_lengths=chosen_lengths,
         rejected_lengths=rejected_lengths,
-        params=resolved,
-        reference_free=reference_free,
-    )
-    losses = spec.fn(inputs)
-    if not isinstance(losses, torch.Tensor) or losses.shape != chosen.shape:
-        got = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
-        raise ValueError(f"loss {name!r} returned {got}; a loss must return one value per pair {tuple(chosen.shape)}")
-    return LossOutput(
-        losses=losses,
-        chosen_rewards=inputs.beta * inputs.chosen_logratios.detach(),
-        rejected_rewards=inputs.beta * inputs.rejected_logratios.detach(),
     )

@@ -10,7 +10,7 @@ import structlog
 from aligntune.core.config import TrainConfig
 from aligntune.data import load_preference_data
 from aligntune.errors import ConfigError, did_you_mean
-from aligntune.losses import validate_loss
+from aligntune.losses import resolve_loss
 
 log = structlog.get_logger("aligntune.backend.trl")
 
@@ -30,6 +30,7 @@ _MANAGED = {
     "report_to": "report_to",
     "precompute_ref_log_probs": "precompute_ref_log_probs",
     "loss_type": "loss_type",
+    "loss_weights": "loss_weights",
     "label_smoothing": "label_smoothing",
 }
 
@@ -165,10 +166,9 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     if config.use_lora is None:
         config = attrs.evolve(config, use_lora=False)  # the TRL backend's default: full fine-tuning
 
-    loss_spec, loss_params = validate_loss(
-        config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params
-    )
-    reference_free = config.reference_free or not loss_spec.requires_reference
+    loss = resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing,
+                        params=config.loss_params, weights=config.loss_weights)
+    reference_free = config.reference_free or not loss.requires_reference
     train, evaluation = load_datasets(config)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model_name)
     _check_chat_template(train.dataset, tokenizer, config.model_name)
@@ -188,7 +188,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
             peft_config=peft_config,
             quantization_config=quantization,
             aligntune_config=config,
-            loss_params=loss_params,
+            loss=loss,
             reference_free=reference_free,
         )
     except OSError as exc:

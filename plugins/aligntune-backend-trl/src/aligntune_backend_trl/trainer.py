@@ -18,7 +18,7 @@ from trl import DPOTrainer
 
 from aligntune.core.config import TrainConfig
 from aligntune.core.run_record import build_run_record, write_run_record
-from aligntune.losses import compute_loss as core_compute_loss
+from aligntune.losses import ResolvedLoss
 from aligntune.modeling import CompletionLogps, completion_logps, split_pairs
 
 
@@ -37,14 +37,13 @@ class AlignTuneDPOTrainer(DPOTrainer):
         self,
         *args: Any,
         aligntune_config: TrainConfig,
-        loss_params: dict[str, Any],
+        loss: ResolvedLoss,
         reference_free: bool,
         **kwargs: Any,
     ):
         # Set before DPOTrainer.__init__, which tokenizes and may precompute reference log-probs through our hooks.
         self.aligntune_config = aligntune_config
-        self.loss_type = aligntune_config.loss_type
-        self.loss_params = dict(loss_params)
+        self.aligntune_loss = loss
         self.reference_free = reference_free
         self._aligntune_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._aligntune_train_tokens = 0
@@ -125,17 +124,13 @@ class AlignTuneDPOTrainer(DPOTrainer):
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_chosen, ref_rejected = split_pairs(self.reference_logps(inputs).logps)
-        out = core_compute_loss(
-            self.loss_type,
+        out = self.aligntune_loss.compute(
             policy_chosen_logps=policy_chosen,
             policy_rejected_logps=policy_rejected,
             ref_chosen_logps=ref_chosen,
             ref_rejected_logps=ref_rejected,
-            beta=self.aligntune_config.beta,
-            label_smoothing=self.aligntune_config.label_smoothing,
             chosen_lengths=chosen_lengths,
             rejected_lengths=rejected_lengths,
-            **self.loss_params,
         )
         loss = out.losses.mean()
         self._record_metrics(mode, inputs, policy, out)
@@ -168,6 +163,9 @@ class AlignTuneDPOTrainer(DPOTrainer):
         metrics["logits/rejected"].append(gather(logits_rejected).mean().item())
         accuracy_chosen, _ = split_pairs(policy.token_accuracy)
         metrics["mean_token_accuracy"].append(gather(accuracy_chosen).mean().item())
+        if len(out.components) > 1:
+            for name, values in out.components.items():
+                metrics[f"loss/{name}"].append(gather(values.detach()).mean().item())
         if mode == "train":
             self._aligntune_train_tokens += int(gather(inputs["attention_mask"].sum()).sum().item())
             metrics["num_tokens"] = [float(self._aligntune_train_tokens)]
