@@ -22,6 +22,7 @@ PLUGINS = {
     "trl": "plugins/aligntune-backend-trl",
     "hh-rlhf": "plugins/aligntune-data-hh-rlhf",
     "oasst1": "plugins/aligntune-data-oasst1",
+    "dpop": "plugins/aligntune-loss-dpop",  # the example third-party loss plugin
 }
 # The CPU build of torch available on our machines; ranges in our dependencies accept it, so nothing bigger is pulled.
 TORCH = "torch==2.13.0"
