@@ -32,8 +32,10 @@ def test_standard_rows_tokenize_and_score_like_training(tiny_model, pairs_jsonl,
     ours = [tokenize_pair(tokenizer, row) for row in ARITHMETIC[:6]]
     theirs = [{k: trainer.train_dataset[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for i in range(6)]
     assert ours == theirs
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
     batch_ours = collate_pairs(ours, pad_token_id=tokenizer.pad_token_id, max_length=512)
-    batch_trl = trainer.data_collator(theirs)
+    batch_trl = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id, max_length=512)(theirs)
     for key in ("input_ids", "attention_mask", "completion_mask"):
         assert torch.equal(batch_ours[key], batch_trl[key]), key
     with torch.no_grad():

@@ -162,12 +162,12 @@ def test_lora_uses_the_adapter_disabled_base_as_reference_without_a_second_model
     # After training the adapter changed the policy, but the reference is still exactly the base model.
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
     reference = trainer.reference_logps(batch).logps
-    from aligntune.modeling import completion_logps
+    from aligntune.modeling import preference_logps
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     with torch.no_grad():
-        expected = completion_logps(base, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).logps
-        policy = completion_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        expected = preference_logps(base, batch).logps
+        policy = preference_logps(trainer.model, batch)
     assert reference.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
     assert policy.logps.tolist() != pytest.approx(expected.tolist(), abs=1e-3)
 

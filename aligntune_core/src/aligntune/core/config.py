@@ -209,6 +209,14 @@ class TrainConfig:
         factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of adapter options")
     )
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    prefix_sharing: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
+    )
+    packing: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    ref_logps_cache: bool = attrs.field(default=True, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    ref_logps_cache_dir: str | None = attrs.field(
+        default=None, validator=_check(_optional(_non_empty_str), "a directory, or null for the default cache")
+    )
     precision: str = attrs.field(default="auto", validator=_check(lambda v: v in PRECISIONS, f"one of {PRECISIONS}"))
     gradient_checkpointing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
@@ -223,6 +231,8 @@ class TrainConfig:
                 "algorithm",
                 f"{self.algorithm!r} is not supported; supported algorithms: {', '.join(SUPPORTED_ALGORITHMS)}",
             )
+        if self.packing and self.prefix_sharing is False:
+            raise InvalidValueError("packing", "packs prefix-shared pairs: it needs prefix_sharing true or unset")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
             raise InvalidValueError(
                 "max_prompt_length",

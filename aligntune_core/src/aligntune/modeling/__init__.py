@@ -1,6 +1,26 @@
-"""The preference forward pass: tokenizing pairs as training does and per-sequence completion log-probs."""
+"""The preference forward pass: tokenizing pairs as training does, per-sequence completion log-probs, and the
+prefix-shared / packed layout that computes them with less work."""
 
 from aligntune.modeling.logps import CompletionLogps, completion_logps, split_pairs
+from aligntune.modeling.shared import SHARED_KEY, SharedPreferenceCollator, collate_shared, shared_completion_logps
 from aligntune.modeling.tokenize import collate_pairs, tokenize_pair
 
-__all__ = ["CompletionLogps", "collate_pairs", "completion_logps", "split_pairs", "tokenize_pair"]
+__all__ = [
+    "SHARED_KEY",
+    "CompletionLogps",
+    "SharedPreferenceCollator",
+    "collate_pairs",
+    "collate_shared",
+    "completion_logps",
+    "preference_logps",
+    "shared_completion_logps",
+    "split_pairs",
+    "tokenize_pair",
+]
+
+
+def preference_logps(model, batch) -> CompletionLogps:
+    """Completion log-probs of a preference batch in either layout, as `[chosen..., rejected...]`."""
+    if SHARED_KEY in batch:
+        return shared_completion_logps(model, batch)
+    return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])

@@ -157,7 +157,28 @@ def _quantization_config(config: TrainConfig):
                               bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None):
+# Attention implementations that honour an arbitrary 4-D mask with explicit positions (prefix sharing, packing).
+SHARED_ATTENTION = ("sdpa", "eager")
+
+
+def use_prefix_sharing(config: TrainConfig, *, default: bool = True) -> bool:
+    """Prefix sharing is exact and needs an attention implementation that takes a 4-D mask; on unless turned off."""
+    requested = (config.training_args.get("model_init_kwargs") or {}).get("attn_implementation")
+    if config.prefix_sharing is False:
+        return False
+    if requested is not None and requested not in SHARED_ATTENTION:
+        if config.prefix_sharing or config.packing:
+            raise ConfigError(
+                f"prefix_sharing/packing need an attention implementation that takes a 4-D mask "
+                f"({', '.join(SHARED_ATTENTION)}); attn_implementation={requested!r} does not. Set prefix_sharing=false "
+                "and packing=false, or use sdpa."
+            )
+        return False
+    return True if config.prefix_sharing or config.packing else default
+
+
+def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None,
+                  prefix_sharing_default: bool = True):
     """Build the trainer. `model`/`tokenizer` may be given already loaded (other backends reuse this)."""
     import attrs
 
@@ -177,11 +198,20 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     # A model handed over already loaded (another backend) carries its own adapter.
     peft_config = make_lora_config(config) if config.use_lora and model is None else None
     quantization = _quantization_config(config) if model is None else None
+    collator = None
+    if use_prefix_sharing(config, default=prefix_sharing_default):
+        from aligntune.modeling import SharedPreferenceCollator
+
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        collator = SharedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length,
+                                            pack=config.packing, row_tokens=2 * config.max_seq_length)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(
             model=model if model is not None else config.model_name,
             args=args,
+            data_collator=collator,
             train_dataset=train.dataset,
             eval_dataset=evaluation.dataset if evaluation is not None else None,
             processing_class=tokenizer,
@@ -194,9 +224,17 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     except OSError as exc:
         raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
     trainer.data_reports = {"train": train.report, "eval": evaluation.report if evaluation else None}
+    if collator is not None:
+        implementation = getattr(trainer.model.config, "_attn_implementation", "sdpa")
+        if implementation not in SHARED_ATTENTION:
+            raise ConfigError(
+                f"prefix sharing needs an attention implementation that takes a 4-D mask ({', '.join(SHARED_ATTENTION)});"
+                f" the model uses {implementation!r}. Set prefix_sharing=false (and packing=false)."
+            )
     log.info(
         "trainer ready",
         train_pairs=len(trainer.train_dataset),
+        layout="packed prefix-shared" if config.packing else "prefix-shared" if collator is not None else "two rows per pair",
         reference="none (reference-free)" if reference_free else
         ("base model with adapter disabled" if config.use_lora else "separate copy" if trainer.ref_model is not None
          else "precomputed"),

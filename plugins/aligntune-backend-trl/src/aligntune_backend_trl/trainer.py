@@ -1,15 +1,19 @@
 """`AlignTuneDPOTrainer`: TRL's DPOTrainer with aligntune's forward pass and losses.
 
 TRL keeps the integration: tokenization, batching, the optimiser loop, checkpoints, distributed launch. aligntune
-owns the alignment math: `compute_loss` gets per-sequence log-probs from `aligntune.modeling.completion_logps`
-and the per-pair loss from `aligntune.losses.compute_loss`, so the loss is the same under every backend.
+owns the alignment math: `compute_loss` gets per-sequence log-probs from `aligntune.modeling.preference_logps`
+(prefix-shared or two-sequence batches) and the per-pair loss from the resolved core loss, so the loss is the same
+under every backend. Tokenization of plain-text pairs is batched; reference log-probs can be cached on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
+
+import structlog
 
 import torch
 from torch.utils.data import DataLoader
@@ -19,7 +23,54 @@ from trl import DPOTrainer
 from aligntune.core.config import TrainConfig
 from aligntune.core.run_record import build_run_record, write_run_record
 from aligntune.losses import ResolvedLoss
-from aligntune.modeling import CompletionLogps, completion_logps, split_pairs
+from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, split_pairs
+from aligntune.modeling import ref_cache
+
+
+_log = structlog.get_logger("aligntune.backend.trl")
+
+
+def _plain_text_pairs(dataset, processing_class) -> bool:
+    """Standard-format rows (strings) and a text tokenizer: tokenized here in batches, faster than TRL's per-row map."""
+    from transformers import PreTrainedTokenizerBase
+
+    if not isinstance(processing_class, PreTrainedTokenizerBase) or len(dataset) == 0:
+        return False
+    if not {"prompt", "chosen", "rejected"} <= set(dataset.column_names):
+        return False
+    first = dataset[0]
+    return all(isinstance(first[key], str) for key in ("prompt", "chosen", "rejected"))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str):
+    """TRL's tokenization of plain-text pairs (EOS appended to each response, the completion starting where prompt
+    and prompt+response token lists diverge), done with batched calls to the fast tokenizer."""
+    eos = tokenizer.eos_token or ""
+
+    def tokenize(batch):
+        prompts = batch["prompt"]
+        chosen = [text if text.endswith(eos) else text + eos for text in batch["chosen"]]
+        rejected = [text if text.endswith(eos) else text + eos for text in batch["rejected"]]
+        prompt_ids = tokenizer(text=prompts)["input_ids"]
+        chosen_full = tokenizer(text=[p + c for p, c in zip(prompts, chosen)])["input_ids"]
+        rejected_full = tokenizer(text=[p + r for p, r in zip(prompts, rejected)])["input_ids"]
+        out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
+        for p_ids, c_ids, r_ids in zip(prompt_ids, chosen_full, rejected_full):
+            start = min(_common_prefix(p_ids, c_ids), _common_prefix(p_ids, r_ids))
+            out["prompt_ids"].append(p_ids[:start])
+            out["chosen_ids"].append(c_ids[start:])
+            out["rejected_ids"].append(r_ids[start:])
+        return out
+
+    return dataset.map(tokenize, batched=True, batch_size=1000, desc=f"Tokenizing {dataset_name} dataset")
 
 
 def _is_peft_model(model: torch.nn.Module) -> bool:
@@ -48,6 +99,7 @@ class AlignTuneDPOTrainer(DPOTrainer):
         self._aligntune_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._aligntune_train_tokens = 0
         self.reference_forward_calls = 0
+        self.ref_cache_hits = 0
         super().__init__(*args, **kwargs)
         if self.reference_free:
             # TRL was told to "precompute" only so that it loads no reference model; nothing is precomputed.
@@ -57,21 +109,29 @@ class AlignTuneDPOTrainer(DPOTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         limit = self.aligntune_config.max_prompt_length
-        if limit is None:
-            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        # TRL drops pairs whose prompt alone fills max_length; shorten prompts first so those pairs are kept.
-        max_length, args.max_length = args.max_length, None
+        # TRL drops pairs whose prompt alone fills max_length; with a prompt limit, shorten prompts first so those
+        # pairs are kept.
+        max_length = args.max_length
+        if limit is not None:
+            args.max_length = None
+        fast = _plain_text_pairs(dataset, processing_class)
         try:
-            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if fast:
+                dataset = tokenize_plain_pairs(dataset, processing_class, dataset_name)
+            else:
+                dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         finally:
             args.max_length = max_length
+        if limit is not None:
 
-        def keep_prompt_end(example):
-            return {"prompt_ids": example["prompt_ids"][-limit:]}
+            def keep_prompt_end(example):
+                return {"prompt_ids": example["prompt_ids"][-limit:]}
 
-        dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
-        if max_length is not None:
-            dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length)
+            dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+        if max_length is not None and (limit is not None or fast):
+            # As TRL: a pair whose prompt fills max_length has no completion token left to learn from.
+            dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length,
+                                     desc=f"Dropping fully truncated examples from {dataset_name} dataset")
         return dataset
 
     # -- reference -------------------------------------------------------------------------------------------------
@@ -92,11 +152,43 @@ class AlignTuneDPOTrainer(DPOTrainer):
         model, context = self._reference_context()
         self.reference_forward_calls += 1
         with torch.no_grad(), context:
-            return completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+            return preference_logps(model, inputs)
+
+    def _ref_cache_key(self, dataset) -> str:
+        model, _ = self._reference_context()
+        settings = {
+            "max_length": self.args.max_length,
+            "precision": self.aligntune_config.precision,
+            "bf16": bool(self.args.bf16),
+            "fp16": bool(self.args.fp16),
+            "dtype": str(next(model.parameters()).dtype),
+        }
+        return ref_cache.cache_key(model=ref_cache.model_fingerprint(self.accelerator.unwrap_model(model)),
+                                   data=ref_cache.data_fingerprint(dataset), settings=settings)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
         if self.reference_free:
             return dataset
+        config = self.aligntune_config
+        cache_dir = Path(config.ref_logps_cache_dir) if config.ref_logps_cache_dir else ref_cache.default_cache_dir()
+        key = self._ref_cache_key(dataset) if config.ref_logps_cache else None
+        if key is not None:
+            cached = ref_cache.load(cache_dir, key)
+            if cached is not None and len(cached[0]) == len(dataset):
+                self.ref_cache_hits += 1
+                _log.info("reference log-probs read from the cache", dataset=name, path=str(cache_dir / f"{key}.pt"))
+                dataset = dataset.add_column("ref_chosen_logps", cached[0])
+                return dataset.add_column("ref_rejected_logps", cached[1])
+        chosen, rejected = self._compute_reference_columns(dataset, name, batch_size)
+        if key is not None and self.accelerator.is_main_process:
+            path = ref_cache.save(cache_dir, key, chosen, rejected,
+                                  {"model": config.model_name, "dataset": config.dataset_name, "split": name,
+                                   "pairs": len(dataset)})
+            _log.info("reference log-probs cached", dataset=name, path=str(path))
+        dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
+        return dataset.add_column("ref_rejected_logps", rejected.tolist())
+
+    def _compute_reference_columns(self, dataset, name, batch_size):
         loader = self.accelerator.prepare(
             DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
         )
@@ -108,14 +200,13 @@ class AlignTuneDPOTrainer(DPOTrainer):
             ref_chosen, ref_rejected = self.accelerator.gather_for_metrics((ref_chosen, ref_rejected))
             chosen.append(ref_chosen.float().cpu())
             rejected.append(ref_rejected.float().cpu())
-        dataset = dataset.add_column("ref_chosen_logps", torch.cat(chosen).tolist())
-        return dataset.add_column("ref_rejected_logps", torch.cat(rejected).tolist())
+        return torch.cat(chosen), torch.cat(rejected)
 
     # -- loss ------------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        policy = completion_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        policy = preference_logps(model, inputs)
         policy_chosen, policy_rejected = split_pairs(policy.logps)
         chosen_lengths, rejected_lengths = split_pairs(policy.lengths)
         if self.reference_free:
@@ -167,7 +258,8 @@ class AlignTuneDPOTrainer(DPOTrainer):
             for name, values in out.components.items():
                 metrics[f"loss/{name}"].append(gather(values.detach()).mean().item())
         if mode == "train":
-            self._aligntune_train_tokens += int(gather(inputs["attention_mask"].sum()).sum().item())
+            tokens = inputs["num_tokens"] if SHARED_KEY in inputs else inputs["attention_mask"].sum()
+            self._aligntune_train_tokens += int(gather(tokens.reshape(1)).sum().item())
             metrics["num_tokens"] = [float(self._aligntune_train_tokens)]
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,0 +1,179 @@
+"""Prefix sharing and padding-free packing for the preference forward pass.
+
+Plain DPO batches hold each pair twice, `[prompt | chosen]` and `[prompt | rejected]`, so the prompt is encoded
+twice and short rows are padded to the longest. A prefix-shared segment holds a pair once, `[prompt | chosen |
+rejected]`, with an attention mask in which rejected tokens see the prompt but not the chosen tokens, and with
+rejected positions restarting after the prompt: every token sees exactly the context it would see alone, so the
+log-probs equal the two-sequence computation (to float rounding). Packing puts several segments in one row, with a
+block-diagonal mask and per-segment positions, so no pad tokens are computed beyond the end of the last row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+import torch
+
+SHARED_KEY = "shared_layout"
+
+
+@attrs.frozen
+class Segment:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.chosen) + len(self.rejected)
+
+
+def make_segment(example: Mapping[str, list[int]], max_length: int | None) -> Segment:
+    """Truncate like training does: each of prompt+chosen and prompt+rejected keeps its first `max_length` tokens."""
+    prompt, chosen, rejected = list(example["prompt_ids"]), list(example["chosen_ids"]), list(example["rejected_ids"])
+    if max_length is not None:
+        prompt = prompt[:max_length]
+        room = max_length - len(prompt)
+        chosen, rejected = chosen[:room], rejected[:room]
+    return Segment(prompt, chosen, rejected)
+
+
+def _rows(segments: Sequence[Segment], pack: bool, row_tokens: int | None) -> list[list[int]]:
+    """Which segments go into which row (segment indices); packing fills rows first-fit in order."""
+    if not pack:
+        return [[i] for i in range(len(segments))]
+    limit = row_tokens or sum(s.length for s in segments)
+    rows: list[list[int]] = []
+    filled: list[int] = []
+    for index, segment in enumerate(segments):
+        for row, used in enumerate(filled):
+            if used + segment.length <= limit:
+                rows[row].append(index)
+                filled[row] += segment.length
+                break
+        else:
+            rows.append([index])
+            filled.append(segment.length)
+    return rows
+
+
+def collate_shared(
+    examples: Sequence[Mapping[str, list[int]]],
+    *,
+    pad_token_id: int,
+    max_length: int | None = None,
+    pack: bool = False,
+    row_tokens: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, torch.Tensor]:
+    """A prefix-shared (optionally packed) batch: `input_ids`, `position_ids`, an additive 4-D `attention_mask`
+    `[rows, 1, L, L]` (0 attend, dtype-min blocked), and for each side the flat index of the position that predicts
+    each completion token, the token, and the pair it belongs to."""
+    segments = [make_segment(example, max_length) for example in examples]
+    layout = _rows(segments, pack, row_tokens)
+    width = max(sum(segments[i].length for i in row) for row in layout)
+    n_rows = len(layout)
+    input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+    sides: dict[str, dict[str, list[int]]] = {
+        side: {"positions": [], "targets": [], "pairs": []} for side in ("chosen", "rejected")
+    }
+    tokens = 0
+    for row, members in enumerate(layout):
+        start = 0
+        for pair in members:
+            seg = segments[pair]
+            p, c, r = len(seg.prompt), len(seg.chosen), len(seg.rejected)
+            ids = seg.prompt + seg.chosen + seg.rejected
+            input_ids[row, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            position_ids[row, start : start + p + c] = torch.arange(p + c)
+            position_ids[row, start + p + c : start + p + c + r] = torch.arange(p, p + r)
+            length = p + c + r
+            block = torch.ones((length, length), dtype=torch.bool).tril()
+            block[p + c :, p : p + c] = False  # rejected tokens never see the chosen ones
+            allowed[row, start : start + length, start : start + length] = block
+            # Token t of a side is predicted by the position before it; the first by the last prompt token.
+            for side, offset, count in (("chosen", p, c), ("rejected", p + c, r)):
+                for k in range(count):
+                    if k == 0:
+                        if p == 0:
+                            continue  # nothing predicts a completion's first token without a prompt
+                        predictor = start + p - 1
+                    else:
+                        predictor = start + offset + k - 1
+                    sides[side]["positions"].append(row * width + predictor)
+                    sides[side]["targets"].append(ids[offset + k])
+                    sides[side]["pairs"].append(pair)
+            start += length
+            tokens += length
+        # Pad positions attend to themselves only, so no softmax row is empty.
+        for pad in range(start, width):
+            allowed[row, pad, pad] = True
+    mask = torch.zeros((n_rows, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
+    batch = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": mask,
+        "num_pairs": torch.tensor(len(segments)),
+        "num_tokens": torch.tensor(tokens),
+        SHARED_KEY: torch.tensor(1),
+    }
+    for side, values in sides.items():
+        batch[f"{side}_positions"] = torch.tensor(values["positions"], dtype=torch.long)
+        batch[f"{side}_targets"] = torch.tensor(values["targets"], dtype=torch.long)
+        batch[f"{side}_pairs"] = torch.tensor(values["pairs"], dtype=torch.long)
+    return batch
+
+
+def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
+    """Run `model` once over a prefix-shared batch; returns `CompletionLogps` laid out `[chosen..., rejected...]`
+    (one entry per pair and side), like the two-sequence computation."""
+    from aligntune.modeling.logps import CompletionLogps
+
+    outputs = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"].to(next(model.parameters()).dtype)
+        if batch["attention_mask"].is_floating_point() else batch["attention_mask"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    )
+    logits = outputs.logits
+    logits = logits[:, -batch["input_ids"].size(1) :].reshape(-1, logits.size(-1))
+    n = int(batch["num_pairs"])
+    parts = []
+    for side in ("chosen", "rejected"):
+        positions, targets, pairs = batch[f"{side}_positions"], batch[f"{side}_targets"], batch[f"{side}_pairs"]
+        selected = logits[positions].float()
+        token_logps = selected.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(selected, dim=-1)
+        zeros = torch.zeros(n, dtype=token_logps.dtype, device=token_logps.device)
+        logps = zeros.index_add(0, pairs, token_logps)
+        lengths = torch.bincount(pairs, minlength=n)
+        with torch.no_grad():
+            denom = lengths.clamp(min=1).to(selected.dtype)
+            mean_logits = zeros.index_add(0, pairs, selected.mean(dim=-1)) / denom
+            top1 = (selected.argmax(dim=-1) == targets).to(selected.dtype)
+            accuracy = zeros.index_add(0, pairs, top1) / denom
+        parts.append((logps, lengths, mean_logits, accuracy))
+    return CompletionLogps(*(torch.cat([parts[0][i], parts[1][i]]) for i in range(4)))
+
+
+@attrs.define
+class SharedPreferenceCollator:
+    """Collates tokenized pairs (`prompt_ids`, `chosen_ids`, `rejected_ids`, optionally precomputed
+    `ref_chosen_logps`/`ref_rejected_logps`) into the prefix-shared layout, packed when `pack` is set."""
+
+    pad_token_id: int
+    max_length: int | None = None
+    pack: bool = False
+    row_tokens: int | None = None
+
+    def __call__(self, examples: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
+        batch = collate_shared(examples, pad_token_id=self.pad_token_id, max_length=self.max_length, pack=self.pack,
+                               row_tokens=self.row_tokens)
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            if key in examples[0]:
+                batch[key] = torch.tensor([example[key] for example in examples])
+        return batch
