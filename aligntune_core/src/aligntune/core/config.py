@@ -212,7 +212,9 @@ class TrainConfig:
     prefix_sharing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
-    packing: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    packing: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
+    )
     ref_logps_cache: bool = attrs.field(default=True, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     ref_logps_cache_dir: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a directory, or null for the default cache")
@@ -231,7 +233,7 @@ class TrainConfig:
                 "algorithm",
                 f"{self.algorithm!r} is not supported; supported algorithms: {', '.join(SUPPORTED_ALGORITHMS)}",
             )
-        if self.packing and self.prefix_sharing is False:
+        if self.packing is True and self.prefix_sharing is False:
             raise InvalidValueError("packing", "packs prefix-shared pairs: it needs prefix_sharing true or unset")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
             raise InvalidValueError(

@@ -167,14 +167,24 @@ def use_prefix_sharing(config: TrainConfig, *, default: bool = True) -> bool:
     if config.prefix_sharing is False:
         return False
     if requested is not None and requested not in SHARED_ATTENTION:
-        if config.prefix_sharing or config.packing:
+        if config.prefix_sharing or config.packing is True:
             raise ConfigError(
                 f"prefix_sharing/packing need an attention implementation that takes a 4-D mask "
                 f"({', '.join(SHARED_ATTENTION)}); attn_implementation={requested!r} does not. Set prefix_sharing=false "
                 "and packing=false, or use sdpa."
             )
         return False
-    return True if config.prefix_sharing or config.packing else default
+    return True if config.prefix_sharing or config.packing is True else default
+
+
+def use_packing(config: TrainConfig) -> bool:
+    """Packing is exact; on a CPU it was measured faster (benchmarks/dpo_speed.py), so auto turns it on there.
+    On a GPU the dense block mask keeps SDPA off its fastest kernels, so auto leaves it off until measured."""
+    if config.packing is not None:
+        return config.packing
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None,
@@ -205,7 +215,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         collator = SharedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length,
-                                            pack=config.packing, row_tokens=2 * config.max_seq_length)
+                                            pack=use_packing(config), row_tokens=2 * config.max_seq_length)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(
@@ -234,7 +244,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     log.info(
         "trainer ready",
         train_pairs=len(trainer.train_dataset),
-        layout="packed prefix-shared" if config.packing else "prefix-shared" if collator is not None else "two rows per pair",
+        layout="two rows per pair" if collator is None else "packed prefix-shared" if collator.pack else "prefix-shared",
         reference="none (reference-free)" if reference_free else
         ("base model with adapter disabled" if config.use_lora else "separate copy" if trainer.ref_model is not None
          else "precomputed"),
