@@ -17,6 +17,18 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Reference log-prob caches written by tests go to a temporary directory, never the user's ~/.cache."""
+    previous = os.environ.get("ALIGNTUNE_CACHE_DIR")
+    os.environ["ALIGNTUNE_CACHE_DIR"] = str(tmp_path_factory.mktemp("aligntune-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ALIGNTUNE_CACHE_DIR", None)
+    else:
+        os.environ["ALIGNTUNE_CACHE_DIR"] = previous
+
+
 def shared_data_dir() -> Path | None:
     env = os.environ.get("ALIGNTUNE_TEST_DATA")
     candidates = [Path(env)] if env else []
