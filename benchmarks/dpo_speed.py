@@ -143,7 +143,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
     print(f"data: {len(rows)} hh-rlhf pairs ({args.subset}), batch {args.batch_size}, max_length {args.max_length}")
-    print(f"{'run':<20} {'samples/s':>10} {'x TRL':>7} {'tokens':>10} {'peak MB':>9} {'x TRL':>7} {'max |Δloss|':>12}")
+    print(f"{'run':<20} {'samples/s':>10} {'x TRL':>7} {'policy tok':>10} {'peak MB':>9} {'x TRL':>7} {'max |Δloss|':>12}")
     diffs = {}
     for name, r in results.items():
         diff = max(abs(a - b) for a, b in zip(r["losses"], base["losses"]))

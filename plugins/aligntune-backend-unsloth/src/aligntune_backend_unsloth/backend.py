@@ -100,7 +100,8 @@ def create_trainer(config: TrainConfig):
     if getattr(tokenizer, "pad_token", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     log.info("unsloth model ready", model=config.model_name, lora=config.use_lora, four_bit=config.load_in_4bit)
-    return build_trainer(config, model=model, tokenizer=tokenizer)
+    # Unsloth patches the attention forward; prefix sharing (a 4-D mask) stays opt-in here.
+    return build_trainer(config, model=model, tokenizer=tokenizer, prefix_sharing_default=False)
 
 
 def load_model(path: str, *, base_model: str | None = None, dtype: str = "float32") -> tuple[Any, Any]:
