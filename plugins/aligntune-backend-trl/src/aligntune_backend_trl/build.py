@@ -68,9 +68,12 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
         kwargs.update(bf16=False, fp16=True)
     elif config.precision == "fp32":
         kwargs.update(bf16=False, fp16=False)
-    if config.gradient_checkpointing is not None:
-        kwargs["gradient_checkpointing"] = config.gradient_checkpointing
-    fields = {f.name for f in dataclasses.fields(DPOConfig)}
+    fields = {f.name: f for f in dataclasses.fields(DPOConfig)}
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is None:  # TRL's default
+        checkpointing = fields["gradient_checkpointing"].default
+    # transformers 5.2x renamed it activation_checkpointing (the old name warns); older releases only know the old one.
+    kwargs["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = checkpointing
     for key, value in config.training_args.items():
         if key in _MANAGED:
             raise ConfigError(f"training_args.{key}: set it with the aligntune option {_MANAGED[key]!r} instead")
