@@ -1,0 +1,43 @@
+"""Two processes on CPU (torchrun, gloo): the TRL backend trains data-parallel with aligntune's losses, and a
+precomputed reference gives the same losses as the live one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from aligntune.core.backend_factory import create_rl_trainer
+    model, data, out, precompute = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+    trainer = create_rl_trainer(model_name=model, dataset_name=data, output_dir=out, batch_size=4, max_steps=3,
+                                logging_steps=1, learning_rate=1e-3, save_steps=None, precision="fp32",
+                                precompute_ref_log_probs=precompute, ref_logps_cache=False)
+    trainer.train()
+    if trainer.is_world_process_zero():
+        losses = [entry["loss"] for entry in trainer.log_history if "loss" in entry]
+        print("RESULT " + json.dumps({"losses": losses, "world_size": trainer.args.world_size}))
+""")
+
+
+def test_torchrun_two_processes(tiny_model, pairs_jsonl, tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    results = {}
+    for precompute in ("0", "1"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+             str(script), str(tiny_model), str(pairs_jsonl), str(tmp_path / f"out{precompute}"), precompute],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+        results[precompute] = json.loads(line[len("RESULT "):])
+    assert results["0"]["world_size"] == 2
+    assert len(results["0"]["losses"]) == 3 and results["0"]["losses"][0] == pytest.approx(0.693147, abs=1e-5)
+    assert results["1"]["losses"] == pytest.approx(results["0"]["losses"], abs=1e-5)
