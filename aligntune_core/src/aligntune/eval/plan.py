@@ -85,9 +85,8 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
     tokenization = (record or {}).get("tokenization", {})
     max_seq_length = config.max_seq_length or tokenization.get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH
     max_prompt_length = config.max_prompt_length or tokenization.get("max_prompt_length")
-    tokenizer_path = config.model_path if config.model_path and not config.use_lora else (adapter_on or policy_path)
-    if config.model_path and config.use_lora:
-        tokenizer_path = config.model_path  # training saves the tokenizer next to the adapter
+    # Training saves the tokenizer next to the model or adapter; the base model's is the fallback.
+    tokenizer_path = config.model_path or policy_path
     return EvalPlan(
         policy_path=policy_path,
         policy_adapter_on=adapter_on,
