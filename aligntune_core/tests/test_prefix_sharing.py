@@ -18,9 +18,10 @@ def _example(rng, prompt, chosen, rejected, vocab):
     return {"prompt_ids": ids(prompt), "chosen_ids": ids(chosen), "rejected_ids": ids(rejected)}
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model):
-    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def model(tiny_model, request):
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32,
+                                                attn_implementation=request.param).eval()
 
 
 CASES = {
