@@ -31,7 +31,7 @@ def test_torchrun_two_processes(tiny_model, pairs_jsonl, tmp_path):
     results = {}
     for precompute in ("0", "1"):
         proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
              str(script), str(tiny_model), str(pairs_jsonl), str(tmp_path / f"out{precompute}"), precompute],
             capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
