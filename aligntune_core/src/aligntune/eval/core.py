@@ -9,6 +9,7 @@ Definitions are in docs/evaluation.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ def run_eval(config: EvalConfig) -> dict[str, float]:
     if needs_generation:
         judge = judge_spec.create(config)
         prompts = _unique_prompts(rows)
-        policy_responses = generate(models.policy, models.tokenizer, prompts, config, context=_null_context,
+        policy_responses = generate(models.policy, models.tokenizer, prompts, config, context=contextlib.nullcontext,
                                     desc="Generating (policy)", max_prompt_length=plan.max_prompt_length)
         if plan.reference_is_policy:
             reference_responses = list(policy_responses)
@@ -113,9 +114,3 @@ def run_eval(config: EvalConfig) -> dict[str, float]:
     log.info("evaluation written", output_dir=config.output_dir,
              **{spec.name: round(results[spec.name], 4) for spec in metric_specs})
     return results
-
-
-def _null_context():
-    import contextlib
-
-    return contextlib.nullcontext()

@@ -17,9 +17,7 @@ __all__ = [
     "LossOutput",
     "ResolvedLoss",
     "compute_loss",
-    "loss_requires_reference",
     "resolve_loss",
-    "validate_loss",
 ]
 
 

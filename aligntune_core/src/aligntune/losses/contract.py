@@ -172,18 +172,6 @@ def resolve_loss(
                         params=tuple(resolved_params), beta=float(beta), label_smoothing=float(label_smoothing))
 
 
-def validate_loss(name: str, *, beta: float, label_smoothing: float = 0.0, params: dict[str, Any] | None = None):
-    """Check one loss and its settings; returns `(spec, params with defaults)`."""
-    resolved = resolve_loss(name, beta=beta, label_smoothing=label_smoothing, params=params)
-    return resolved.specs[0], resolved.params[0]
-
-
-def loss_requires_reference(name: str) -> bool:
-    from aligntune.plugins import get_loss
-
-    return get_loss(name).requires_reference
-
-
 def _as_tensor(value: torch.Tensor, like: torch.Tensor, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value, dtype=like.dtype, device=like.device)

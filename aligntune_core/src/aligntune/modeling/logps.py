@@ -38,14 +38,23 @@ def completion_logps(
     target_mask = completion_mask[:, 1:].bool()
     targets = input_ids[:, 1:][target_mask]
     rows = torch.nonzero(target_mask, as_tuple=True)[0]
-    selected = logits[:, :-1][target_mask].float()  # (completion tokens, vocab)
+    selected = logits[:, :-1][target_mask]  # (completion tokens, vocab)
+    return score_tokens(selected, targets, rows, input_ids.size(0))
+
+
+def score_tokens(selected: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n: int) -> CompletionLogps:
+    """Per-sequence sums from the logits of the positions that predict completion tokens.
+
+    `selected[i]` are the logits predicting token `targets[i]` of sequence `rows[i]`; `n` sequences in all.
+    Only these rows go through log-softmax, in float32.
+    """
+    selected = selected.float()
     token_logps = selected.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(selected, dim=-1)
-    batch = input_ids.size(0)
-    logps = torch.zeros(batch, dtype=token_logps.dtype, device=token_logps.device).index_add(0, rows, token_logps)
-    lengths = target_mask.sum(dim=1)
+    zeros = torch.zeros(n, dtype=selected.dtype, device=selected.device)
+    logps = zeros.index_add(0, rows, token_logps)
+    lengths = torch.bincount(rows, minlength=n)
     with torch.no_grad():
         denom = lengths.clamp(min=1).to(selected.dtype)
-        zeros = torch.zeros(batch, dtype=selected.dtype, device=selected.device)
         mean_logits = zeros.index_add(0, rows, selected.mean(dim=-1)) / denom
         top1 = (selected.argmax(dim=-1) == targets).to(selected.dtype)
         token_accuracy = zeros.index_add(0, rows, top1) / denom

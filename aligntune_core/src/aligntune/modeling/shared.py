@@ -131,7 +131,7 @@ def collate_shared(
 def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
     """Run `model` once over a prefix-shared batch; returns `CompletionLogps` laid out `[chosen..., rejected...]`
     (one entry per pair and side), like the two-sequence computation."""
-    from aligntune.modeling.logps import CompletionLogps
+    from aligntune.modeling.logps import CompletionLogps, score_tokens
 
     outputs = model(
         input_ids=batch["input_ids"],
@@ -143,21 +143,12 @@ def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Te
     logits = outputs.logits
     logits = logits[:, -batch["input_ids"].size(1) :].reshape(-1, logits.size(-1))
     n = int(batch["num_pairs"])
-    parts = []
-    for side in ("chosen", "rejected"):
-        positions, targets, pairs = batch[f"{side}_positions"], batch[f"{side}_targets"], batch[f"{side}_pairs"]
-        selected = logits[positions].float()
-        token_logps = selected.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(selected, dim=-1)
-        zeros = torch.zeros(n, dtype=token_logps.dtype, device=token_logps.device)
-        logps = zeros.index_add(0, pairs, token_logps)
-        lengths = torch.bincount(pairs, minlength=n)
-        with torch.no_grad():
-            denom = lengths.clamp(min=1).to(selected.dtype)
-            mean_logits = zeros.index_add(0, pairs, selected.mean(dim=-1)) / denom
-            top1 = (selected.argmax(dim=-1) == targets).to(selected.dtype)
-            accuracy = zeros.index_add(0, pairs, top1) / denom
-        parts.append((logps, lengths, mean_logits, accuracy))
-    return CompletionLogps(*(torch.cat([parts[0][i], parts[1][i]]) for i in range(4)))
+    chosen, rejected = (
+        score_tokens(logits[batch[f"{side}_positions"]], batch[f"{side}_targets"], batch[f"{side}_pairs"], n)
+        for side in ("chosen", "rejected")
+    )
+    return CompletionLogps(*(torch.cat([getattr(chosen, f), getattr(rejected, f)])
+                             for f in ("logps", "lengths", "mean_logits", "token_accuracy")))
 
 
 @attrs.define
