@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("config", nargs="?", help="YAML file with create_rl_trainer options")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override an option (value read as YAML; repeatable)")
+    train.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                       help="continue the run in output_dir from its latest complete checkpoint, or from PATH "
+                            "(a checkpoint-N folder or a run directory); 'auto': resume if there is a checkpoint")
+    train.add_argument("--force-resume", action="store_true",
+                       help="resume even if the checkpoint was written with different settings")
+    train.add_argument("--overwrite-output-dir", action="store_true",
+                       help="replace the run in output_dir (its checkpoints and model are deleted first)")
 
     evaluate = commands.add_parser("eval", help="evaluate a trained model (see docs/evaluation.md)")
     evaluate.add_argument("config", nargs="?", help="YAML file with EvalConfig options")
@@ -51,10 +58,18 @@ def _train(args: argparse.Namespace) -> int:
 
     values, lines = load_yaml_options(args.config) if args.config else ({}, {})
     values = apply_overrides(values, args.overrides)
+    if args.resume is not None:
+        values["resume_from_checkpoint"] = args.resume
+    if args.force_resume:
+        values["force_resume"] = True
+    if args.overwrite_output_dir:
+        values["overwrite_output_dir"] = True
     config = TrainConfig.from_mapping(values, source=args.config, lines=lines)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
-    print(json.dumps({"output_dir": config.output_dir, **result.metrics}, indent=2, default=str))
+    output_dir = trainer.args.output_dir
+    print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
+    print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
     return 0
 
 
@@ -120,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except AlignTuneError as exc:
         print(f"aligntune: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("aligntune: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,11 @@ from collections.abc import Iterable
 
 
 class AlignTuneError(Exception):
-    """An error caused by input the user can fix; its message is meant to be shown as is."""
+    """An error caused by input the user can fix; its message is meant to be shown as is.
+
+    `exit_code` is what the CLI exits with: 2 for a bad input, other codes for a run that stopped (see below)."""
+
+    exit_code = 2
 
 
 class ConfigError(AlignTuneError, ValueError):
@@ -40,6 +44,26 @@ class PluginConflictError(PluginError):
 
 class BackendUnavailableError(PluginError):
     """A backend is installed but cannot run here (for example its library is not importable)."""
+
+
+class OutputDirError(AlignTuneError):
+    """The output directory holds another run, is in use by another process, or cannot be used."""
+
+
+class ResumeError(AlignTuneError):
+    """A run cannot be resumed: no complete checkpoint, or a checkpoint of a different configuration."""
+
+
+class NonFiniteError(AlignTuneError):
+    """Training stopped because a loss, a gradient norm or the weights stopped being finite numbers."""
+
+    exit_code = 3
+
+
+class TrainingInterrupted(AlignTuneError):
+    """Training was stopped by SIGINT/SIGTERM (Ctrl-C, a pre-empted job); a checkpoint was saved to resume from."""
+
+    exit_code = 130
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

@@ -29,9 +29,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 
 
 def create_trainer_from_config(config: TrainConfig) -> Any:
+    from aligntune.runs import prepare_run_config
+
     resolve_config(config)
+    config = prepare_run_config(config)
     backend = get_backend(config.backend)
     log.info("creating trainer", backend=backend.name, model=config.model_name, dataset=config.dataset_name,
+             output_dir=config.output_dir,
              loss=config.loss_type, beta=config.beta, reference_free=config.reference_free)
     return backend.create_trainer(config)
 

@@ -6,9 +6,8 @@ the file and line.
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,6 +16,7 @@ from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
 
 SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 class InvalidValueError(ConfigError):
@@ -59,7 +59,40 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float: `inf` and `nan` (YAML `.inf`, `.nan`) are never a valid setting."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _non_finite_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first non-finite float inside nested mappings/lists, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "value"
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _non_finite_path(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _finite_mapping(kind: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    def validator(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InvalidValueError(attribute.name, f"must be {kind}, got {value!r}")
+        found = _non_finite_path(value)
+        if found is not None:
+            raise InvalidValueError(attribute.name, f"{found} is not a finite number (inf/nan are not valid settings)")
+
+    return validator
+
+
+def _resume_value(v: Any) -> bool:
+    return v is None or isinstance(v, bool) or _non_empty_str(v)
 
 
 def _positive_int(v: Any) -> bool:
@@ -92,11 +125,6 @@ def _report_to(v: Any) -> list[str]:
     if isinstance(v, str):
         return [v]
     return list(v)
-
-
-def _default_output_dir(config: TrainConfig) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(config.model_name)).name or "model").strip("-")
-    return str(Path("output") / f"{slug}-{config.algorithm}")
 
 
 def config_from_mapping(
@@ -160,18 +188,37 @@ class TrainConfig:
         validator=_check(lambda v: v is None or (isinstance(v, (list, tuple)) and all(_is_number(x) for x in v)),
                          "a list of numbers (one per loss_type) or null"),
     )
-    loss_params: dict[str, Any] = attrs.field(
-        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of loss parameters")
+    loss_params: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of loss parameters"))
+    # None: a new directory per run, output/<model>-<algorithm>/<timestamp> (see aligntune.runs.output_dir).
+    output_dir: str | None = attrs.field(
+        default=None, converter=attrs.converters.optional(str),
+        validator=_check(_optional(_non_empty_str), "a directory, or null for a new one per run"),
     )
-    output_dir: str = attrs.field(
-        default=attrs.Factory(_default_output_dir, takes_self=True), converter=str
+    resume_from_checkpoint: bool | str | None = attrs.field(
+        default=None,
+        validator=_check(_resume_value, "true (the latest complete checkpoint), 'auto' (resume if there is one), "
+                                        "a checkpoint path, or null"),
+    )
+    force_resume: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    overwrite_output_dir: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "true or false")
+    )
+    on_nonfinite: str = attrs.field(
+        default="stop", validator=_check(lambda v: v in NONFINITE_POLICIES, f"one of {NONFINITE_POLICIES}")
+    )
+    max_nonfinite_steps: int = attrs.field(
+        default=10, validator=_check(lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+    )
+    save_on_interrupt: bool = attrs.field(
+        default=True, validator=_check(lambda v: isinstance(v, bool), "true or false")
     )
     max_steps: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
     gradient_accumulation_steps: int = attrs.field(default=1, validator=_check(_positive_int, "an integer >= 1"))
     max_prompt_length: int | None = attrs.field(
         default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
     )
-    seed: int = attrs.field(default=42, validator=_check(_is_int, "an integer"))
+    seed: int = attrs.field(default=42, validator=_check(lambda v: _is_int(v) and 0 <= v < 2**32,
+                                                         "an integer in [0, 2**32)"))
     logging_steps: int = attrs.field(default=10, validator=_check(_positive_int, "an integer >= 1"))
     save_steps: int | None = attrs.field(
         default=500, validator=_check(_optional(_positive_int), "an integer >= 1, or null for no intermediate checkpoints")
@@ -205,9 +252,7 @@ class TrainConfig:
     max_samples: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
     report_to: list[str] = attrs.field(factory=list, converter=_report_to)
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
-    dataset_options: dict[str, Any] = attrs.field(
-        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of adapter options")
-    )
+    dataset_options: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of adapter options"))
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     prefix_sharing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
@@ -224,7 +269,7 @@ class TrainConfig:
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
     )
     training_args: dict[str, Any] = attrs.field(
-        factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of extra trainer arguments")
+        factory=dict, validator=_finite_mapping("a mapping of extra trainer arguments")
     )
 
     def __attrs_post_init__(self) -> None:
@@ -233,6 +278,13 @@ class TrainConfig:
                 "algorithm",
                 f"{self.algorithm!r} is not supported; supported algorithms: {', '.join(SUPPORTED_ALGORITHMS)}",
             )
+        if self.resume_from_checkpoint not in (None, False) and self.overwrite_output_dir:
+            raise InvalidValueError(
+                "overwrite_output_dir", "cannot be combined with resume_from_checkpoint: resuming continues the run in "
+                "output_dir, overwriting deletes it. Choose one."
+            )
+        if self.force_resume and self.resume_from_checkpoint in (None, False):
+            raise InvalidValueError("force_resume", "only applies when resuming: set resume_from_checkpoint as well")
         if self.packing is True and self.prefix_sharing is False:
             raise InvalidValueError("packing", "packs prefix-shared pairs: it needs prefix_sharing true or unset")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
@@ -243,10 +295,6 @@ class TrainConfig:
             )
 
     # -- construction --------------------------------------------------------------------------------------------
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [a.name for a in attrs.fields(cls)]
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -15,25 +16,38 @@ RUN_FILE = "aligntune_run.json"
 _VERSIONED = ("aligntune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth")
 
 
-def _versions() -> dict[str, str]:
-    out = {}
+def _versions() -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for name in _VERSIONED:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
             continue
     out["python"] = platform.python_version()
+    from aligntune.plugins import list_plugins
+
+    out["plugins"] = {p.name: p.version for p in list_plugins() if p.status == "ok"}
     return out
 
 
+def _resolved(name: str | None) -> str | None:
+    """A local model path made absolute, so the record is usable from any working directory; a hub id as given."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | None = None) -> dict[str, Any]:
+    model = _resolved(config.model_name)
     return {
         "format": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "algorithm": config.algorithm,
         "backend": config.backend,
-        "model_name": config.model_name,
-        "reference_model": None if config.reference_free else config.model_name,
+        "model_name": model,
+        "model_name_given": config.model_name,
+        "reference_model": None if config.reference_free else model,
         "reference_free": config.reference_free,
         "loss_type": config.loss_type,
         "loss_weights": config.loss_weights,
@@ -41,7 +55,7 @@ def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | N
         "beta": config.beta,
         "label_smoothing": config.label_smoothing,
         "use_lora": config.use_lora,
-        "base_model": config.model_name if config.use_lora else None,
+        "base_model": model if config.use_lora else None,
         "dataset": {
             "name": config.dataset_name,
             "config": config.dataset_config,
@@ -57,9 +71,12 @@ def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | N
 
 
 def write_run_record(directory: str | Path, record: dict[str, Any]) -> Path:
+    """Write the record atomically: a reader (or a crash) never sees half of it."""
     path = Path(directory) / RUN_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{RUN_FILE}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
     return path
 
 

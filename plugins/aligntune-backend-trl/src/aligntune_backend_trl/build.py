@@ -32,6 +32,9 @@ _MANAGED = {
     "loss_type": "loss_type",
     "loss_weights": "loss_weights",
     "label_smoothing": "label_smoothing",
+    "resume_from_checkpoint": "resume_from_checkpoint",
+    "overwrite_output_dir": "overwrite_output_dir",
+    "logging_nan_inf_filter": "on_nonfinite",
 }
 
 
@@ -199,6 +202,10 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
 
     if config.use_lora is None:
         config = attrs.evolve(config, use_lora=False)  # the TRL backend's default: full fine-tuning
+    if config.output_dir is None:  # called directly rather than through create_rl_trainer
+        from aligntune.runs import prepare_run_config
+
+        config = prepare_run_config(config)
 
     loss = resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing,
                         params=config.loss_params, weights=config.loss_weights)

@@ -1,0 +1,47 @@
+"""The configuration fingerprint of a run: every setting that changes the trained weights, and the training data.
+
+Two runs with the same fingerprint and seed train the same model; a checkpoint is only resumed by a run with its
+fingerprint (or when forced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aligntune.core.config import TrainConfig
+
+# Settings that change where and how a run reports, not what it trains.
+NOT_RESULT_SETTINGS = frozenset({
+    "output_dir", "resume_from_checkpoint", "force_resume", "overwrite_output_dir", "on_nonfinite",
+    "max_nonfinite_steps", "save_on_interrupt", "logging_steps", "save_steps", "report_to", "ref_logps_cache",
+    "ref_logps_cache_dir", "eval_split", "eval_dataset_name", "strict_data",
+})
+NOT_RESULT_TRAINING_ARGS = frozenset({
+    "disable_tqdm", "logging_dir", "logging_strategy", "logging_first_step", "save_total_limit", "save_strategy",
+    "save_only_model", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers",
+    "dataloader_prefetch_factor", "eval_strategy", "eval_steps", "per_device_eval_batch_size", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "run_name", "log_level", "log_level_replica",
+    "precompute_ref_batch_size",
+})
+
+
+def resolved_path(name: str) -> str:
+    """A local path made absolute (so the same model is recognised from any working directory); a hub id as is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def run_fingerprint(config: TrainConfig, *, train_data: str) -> dict[str, Any]:
+    """`{"digest": ..., "values": {setting: value}}`; `train_data` is a digest of the tokenized training pairs."""
+    values = {key: value for key, value in config.to_dict().items() if key not in NOT_RESULT_SETTINGS}
+    values["training_args"] = {key: value for key, value in sorted(values["training_args"].items())
+                               if key not in NOT_RESULT_TRAINING_ARGS}
+    values["model_name"] = resolved_path(config.model_name)
+    values["train_data"] = train_data
+    values = json.loads(json.dumps(values, sort_keys=True, default=str))  # the form it has once read back from JSON
+    digest = hashlib.blake2b(json.dumps(values, sort_keys=True).encode(), digest_size=16).hexdigest()
+    return {"digest": digest, "values": values}
