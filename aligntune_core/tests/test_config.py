@@ -6,7 +6,7 @@ import pytest
 
 from aligntune.core.config import TrainConfig
 from aligntune.core.config_file import apply_overrides, load_yaml_options
-from aligntune.errors import ConfigError, UnknownOptionError
+from aligntune.errors import ConfigError, ResumeError, UnknownOptionError
 
 REQUIRED = {"model_name": "Qwen/Qwen3-0.6B", "dataset_name": "Anthropic/hh-rlhf"}
 
@@ -17,7 +17,22 @@ def test_defaults_follow_the_dpo_guide():
     assert (config.learning_rate, config.beta, config.max_seq_length) == (1e-6, 0.1, 512)
     assert (config.reference_free, config.label_smoothing, config.loss_type) == (False, 0.0, "sigmoid")
     assert config.max_steps is None
-    assert config.output_dir.endswith("Qwen3-0.6B-dpo")
+    assert config.output_dir is None  # a new directory per run: see test_default_output_dir_is_new_per_run
+    assert (config.on_nonfinite, config.resume_from_checkpoint, config.overwrite_output_dir) == ("stop", None, False)
+
+
+def test_default_output_dir_is_new_per_run(tmp_path, monkeypatch):
+    from aligntune.runs import resolve_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig.from_mapping(REQUIRED)
+    first, second = resolve_output_dir(config), resolve_output_dir(config)
+    assert first != second
+    assert all(path.startswith("output/Qwen3-0.6B-dpo/") and (tmp_path / path).is_dir() for path in (first, second))
+    # Resuming without an output_dir looks for the newest run with a complete checkpoint; there is none here.
+    with pytest.raises(ResumeError, match="nothing to resume: no run under output/Qwen3-0.6B-dpo"):
+        resolve_output_dir(TrainConfig.from_mapping({**REQUIRED, "resume_from_checkpoint": True}))
+    assert resolve_output_dir(TrainConfig.from_mapping({**REQUIRED, "resume_from_checkpoint": "auto"})) != second
 
 
 def test_unknown_option_is_a_type_error_naming_the_close_match():
@@ -37,6 +52,15 @@ def test_unknown_option_is_a_type_error_naming_the_close_match():
         ("algorithm", "ppo", "option 'algorithm': 'ppo' is not supported; supported algorithms: dpo"),
         ("max_prompt_length", 600, "option 'max_prompt_length': must be smaller than max_seq_length"),
         ("precision", "int8", "option 'precision': must be one of"),
+        ("beta", float("inf"), "option 'beta': must be a number > 0, got inf"),
+        ("learning_rate", float("nan"), "option 'learning_rate': must be a number > 0, got nan"),
+        ("loss_weights", [1.0, float("inf")], "option 'loss_weights': must be a list of numbers"),
+        ("loss_params", {"dpop_lambda": float("nan")}, "option 'loss_params': dpop_lambda is not a finite number"),
+        ("training_args", {"warmup_steps": float("-inf")}, "option 'training_args': warmup_steps is not a finite"),
+        ("seed", -1, r"option 'seed': must be an integer in \[0, 2\*\*32\)"),
+        ("seed", 2**40, r"option 'seed': must be an integer in \[0, 2\*\*32\)"),
+        ("on_nonfinite", "ignore", "option 'on_nonfinite': must be one of \\('stop', 'skip'\\)"),
+        ("resume_from_checkpoint", 3, "option 'resume_from_checkpoint': must be true"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

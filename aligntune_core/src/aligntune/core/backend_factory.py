@@ -28,11 +28,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def create_trainer_from_config(config: TrainConfig) -> Any:
+def create_trainer_from_config(config: TrainConfig, *, check_output_dir: bool = True) -> Any:
+    """`check_output_dir=False`: a directory holding another run is refused when `train()` starts rather than now,
+    so that `trainer.train(resume_from_checkpoint=True)` can still resume it (the Python API, as in HF Trainer)."""
     from aligntune.runs import prepare_run_config
 
     resolve_config(config)
-    config = prepare_run_config(config)
+    config = prepare_run_config(config, check_contents=check_output_dir)
     backend = get_backend(config.backend)
     log.info("creating trainer", backend=backend.name, model=config.model_name, dataset=config.dataset_name,
              output_dir=config.output_dir,
@@ -48,4 +50,4 @@ def create_rl_trainer(**kwargs: Any) -> Any:
     from aligntune.logging_setup import ensure_logging
 
     ensure_logging()
-    return create_trainer_from_config(TrainConfig.from_mapping(kwargs))
+    return create_trainer_from_config(TrainConfig.from_mapping(kwargs), check_output_dir=False)

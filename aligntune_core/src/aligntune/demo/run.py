@@ -77,8 +77,9 @@ def run_demo(output_dir: str | Path | None = None) -> int:
     log.info("demo data and model ready", train_pairs=len(task.train), held_out_pairs=len(task.held_out),
              parameters=parameters, held_out_accuracy_before=round(before, 3))
 
+    # The demo rebuilds its own directory on every run.
     trainer = create_rl_trainer(model_name=str(base), dataset_name=str(data_file), output_dir=str(work / "model"),
-                                **DEMO_SETTINGS)
+                                overwrite_output_dir=True, **DEMO_SETTINGS)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

@@ -46,6 +46,13 @@ class EvalPlan:
 
 def resolve_plan(config: EvalConfig) -> EvalPlan:
     record = read_run_record(config.model_path) if config.model_path else None
+    run = (record or {}).get("run") or {}
+    if run.get("model_saved") is False:
+        raise ConfigError(
+            f"model_path {config.model_path} holds no trained model: its run ended with stop_reason "
+            f"{run.get('stop_reason')!r}. Evaluate one of its checkpoints (model_path: {config.model_path}/checkpoint-N) "
+            "or finish the run with aligntune train --resume."
+        )
     trained_from = (record or {}).get("model_name")
 
     base_model = config.base_model

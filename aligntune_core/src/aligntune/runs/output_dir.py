@@ -207,17 +207,19 @@ def check_not_locked(directory: str | Path) -> None:
         OutputDirLock(directory).acquire().release()
 
 
-def prepare_run_config(config: TrainConfig) -> TrainConfig:
+def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> TrainConfig:
     """Fix the run's output directory and check, before any model is loaded, that the run may use it.
 
-    The same checks run again under the directory lock when training starts (`prepare_output_dir`)."""
+    The same checks run again under the directory lock when training starts (`prepare_output_dir`).
+    `check_contents=False` leaves the check of what the directory holds to that point, for Python callers that
+    resume the HF way, `trainer.train(resume_from_checkpoint=True)`."""
     import attrs
 
     output_dir = resolve_output_dir(config)
     check_not_locked(output_dir)
     resume = config.resume_from_checkpoint
     if resume in (None, False):
-        if not config.overwrite_output_dir:
+        if check_contents and not config.overwrite_output_dir:
             prepare_output_dir(output_dir, resuming=False, overwrite=False)
     elif resume in (True, "latest") and latest_complete_checkpoint(output_dir, warn=False)[0] is None:
         raise ResumeError(

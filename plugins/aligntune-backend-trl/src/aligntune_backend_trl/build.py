@@ -205,7 +205,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     if config.output_dir is None:  # called directly rather than through create_rl_trainer
         from aligntune.runs import prepare_run_config
 
-        config = prepare_run_config(config)
+        config = prepare_run_config(config, check_contents=False)
 
     loss = resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing,
                         params=config.loss_params, weights=config.loss_weights)

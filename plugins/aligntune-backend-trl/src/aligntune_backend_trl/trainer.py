@@ -138,7 +138,6 @@ class _RunState:
         self.stop_reason = "not started"
         self.resumed_from: dict[str, Any] | None = None
         self.initial_step = 0
-        self.model_saved = False
         # whole-run sums and counts per metric (micro-batch means, as in each logged window); loss per optimizer step
         self.totals: dict[str, list[float]] = {}
         self.step_loss = 0.0  # the current optimizer step's loss, summed over its micro-batches
@@ -562,7 +561,6 @@ class AlignTuneDPOTrainer(DPOTrainer):
                     NonFiniteStop(self.state.global_step, "the weights are not finite", "the model was not saved"),
                     output_dir))
             self._run.stop_reason = "finished"
-            self._run.model_saved = True
             self.save_model(str(output_dir))
         finally:
             if lock is not None:
@@ -608,13 +606,14 @@ class AlignTuneDPOTrainer(DPOTrainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model (or LoRA adapter), the tokenizer and `aligntune_run.json`."""
         super().save_model(output_dir, _internal_call=_internal_call)
-        self._write_record(Path(output_dir or self.args.output_dir))
+        self._write_record(Path(output_dir or self.args.output_dir), model_saved=True)
 
-    def _write_record(self, directory: Path) -> None:
+    def _write_record(self, directory: Path, *, model_saved: bool = False) -> None:
         if self.is_world_process_zero():
-            write_run_record(directory, self.run_record())
+            write_run_record(directory, self.run_record(model_saved=model_saved))
 
-    def run_record(self) -> dict[str, Any]:
+    def run_record(self, *, model_saved: bool = False) -> dict[str, Any]:
+        """The record of this run; `model_saved`: whether the directory it goes into holds a model of it."""
         summary = next((entry for entry in reversed(self.state.log_history) if "train_runtime" in entry), {})
         reports = self.data_reports if hasattr(self, "data_reports") else {}
         data = {}
@@ -629,7 +628,7 @@ class AlignTuneDPOTrainer(DPOTrainer):
                 "global_step": self.state.global_step,
                 "run": {
                     "stop_reason": self._run.stop_reason,
-                    "model_saved": self._run.model_saved,
+                    "model_saved": model_saved,
                     "output_dir": str(Path(self.args.output_dir).resolve()),
                     "resumed_from": self._run.resumed_from,
                     "steps_run": self.state.global_step - self._run.initial_step,

@@ -1,0 +1,316 @@
+"""Runs you can trust, on a real tiny Llama through the real CLI: resume after kill -9 (bit-exact), half-written
+checkpoints skipped, resume refused on changed settings, output directories never clobbered or shared, the non-finite
+guard (huge learning rate, a loss plugin that turns NaN/inf at step k), SIGTERM saves a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from aligntune.core.backend_factory import create_rl_trainer
+from aligntune.errors import OutputDirError, ResumeError
+from aligntune.runs import MARKER, LOCK_FILE
+from conftest import write_fake_distribution
+
+FAST = dict(batch_size=8, learning_rate=1e-3, precision="fp32", seed=5, logging_steps=1)
+
+
+def _yaml(path: Path, **options) -> Path:
+    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in options.items()), encoding="utf-8")
+    return path
+
+
+def _cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aligntune", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "aligntune", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended first (exit {process.returncode}): {process.stderr.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.005)
+
+
+def _step_losses(run_dir: Path) -> list[tuple[int, float]]:
+    last = max((p for p in run_dir.glob("checkpoint-*")), key=lambda p: int(p.name.split("-")[1]))
+    history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+    return [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "model.safetensors")
+
+
+def _complete(run_dir: Path, step: int) -> bool:
+    return (run_dir / f"checkpoint-{step}" / MARKER).is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_the_uninterrupted_run(tiny_model, pairs_jsonl, tmp_path):
+    options = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), max_steps=24, save_steps=1,
+                   training_args={"save_total_limit": 4}, **FAST)
+    straight = tmp_path / "straight"
+    proc = _cli("train", str(_yaml(tmp_path / "a.yaml", output_dir=str(straight), **options)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    config = _yaml(tmp_path / "b.yaml", output_dir=str(killed), **options)
+    kill_at = random.Random().randint(3, 12)
+    process = _start("train", str(config))
+    _wait_for(lambda: _complete(killed, kill_at), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # no final model yet
+    record = json.loads((killed / "aligntune_run.json").read_text())
+    assert record["run"]["stop_reason"] == "running"  # what a crash leaves: the record says it never finished
+
+    # A kill during a checkpoint write leaves a folder without its marker (and, here, a torn weights file).
+    newest = max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*"))
+    torn = killed / f"checkpoint-{newest + 1}"
+    shutil.copytree(killed / f"checkpoint-{newest}", torn)
+    (torn / MARKER).unlink()
+    weights = torn / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+
+    # A fresh start in that directory is refused; --resume continues from the newest complete checkpoint.
+    refused = _cli("train", str(config))
+    assert refused.returncode == 2 and "already holds another training run" in refused.stderr
+    resumed = _cli("train", str(config), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "skipping an incomplete checkpoint" in resumed.stderr and f"checkpoint-{newest + 1}" in resumed.stderr
+
+    assert _step_losses(killed) == _step_losses(straight)  # every step's loss, bit for bit
+    assert len(_step_losses(straight)) == 24
+    ours, reference = _weights(killed), _weights(straight)
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[name], reference[name]) for name in reference)
+    record = json.loads((killed / "aligntune_run.json").read_text())
+    assert record["run"]["stop_reason"] == "finished"
+    assert record["run"]["resumed_from"]["step"] == newest
+    assert record["run"]["steps_run"] == 24 - newest
+    # Whole-run figures cover the steps before the kill too: the same as the run that was never interrupted.
+    straight_record = json.loads((straight / "aligntune_run.json").read_text())
+    assert record["train_metrics"]["whole_run"] == pytest.approx(straight_record["train_metrics"]["whole_run"])
+    # The rotation (save_total_limit 4) only ever counts complete checkpoints as the newest.
+    assert all((path / MARKER).is_file() for path in killed.glob("checkpoint-*"))
+
+
+def _crashed_run(tiny_model, pairs_jsonl, output_dir: Path, **changes):
+    """A run that saved checkpoints 2 and 4 of 6 and then died (its last checkpoint and final model never came)."""
+    trainer = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(output_dir),
+                                max_steps=6, save_steps=2, **{**FAST, **changes})
+    trainer.train()
+    shutil.rmtree(output_dir / "checkpoint-6")
+    (output_dir / "model.safetensors").unlink()
+    return trainer
+
+
+def test_resume_with_changed_settings_is_refused_naming_them_and_can_be_forced(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "run"
+    _crashed_run(tiny_model, pairs_jsonl, out)
+    common = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out), max_steps=6,
+                  save_steps=2, **FAST)
+    with pytest.raises(ResumeError, match=r"checkpoint-4 belongs to a run with different settings: beta: 0.1 -> 0.2; "
+                                          r"learning_rate: 0.001 -> 0.0005"):
+        create_rl_trainer(**{**common, "beta": 0.2, "learning_rate": 5e-4}).train(resume_from_checkpoint=True)
+    # Settings that do not change the result (logging, checkpoint cadence) resume freely.
+    trainer = create_rl_trainer(**{**common, "beta": 0.2, "logging_steps": 3, "resume_from_checkpoint": True,
+                                   "force_resume": True})
+    trainer.train()
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["run"]["resumed_from"]["step"] == 4 and record["beta"] == 0.2 and trainer.state.global_step == 6
+    # Resuming the finished run: nothing left to train is said, not a silent extra step.
+    # Checkpoints written after a forced resume carry the new settings.
+    with pytest.raises(ResumeError, match="is the last step of a finished run"):
+        create_rl_trainer(**{**common, "beta": 0.2}, resume_from_checkpoint=True).train()
+
+
+def test_resume_requires_a_complete_checkpoint(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(ResumeError, match="nothing to resume in .*: it has no complete checkpoint"):
+        create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out),
+                          resume_from_checkpoint=True, **FAST)
+    with pytest.raises(ResumeError, match="nothing to resume in .*: it has no complete checkpoint"):
+        create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out),
+                          **FAST).train(resume_from_checkpoint=True)
+    (out / "checkpoint-3").mkdir()
+    with pytest.raises(ResumeError, match="is not a complete aligntune checkpoint"):
+        create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out),
+                          max_steps=4, **FAST).train(resume_from_checkpoint=str(out / "checkpoint-3"))
+
+
+def test_output_dir_is_never_clobbered_and_overwrite_leaves_nothing_stale(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "run"
+    common = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out), **FAST)
+    create_rl_trainer(**common, max_steps=3, save_steps=1).train()
+    assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2", "checkpoint-3"}
+    with pytest.raises(OutputDirError, match=r"already holds another training run .*--resume.*--overwrite-output-dir"):
+        create_rl_trainer(**{**common, "max_steps": 2, "seed": 9}).train()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    trainer = create_rl_trainer(**{**common, "max_steps": 2, "save_steps": None, "seed": 9},
+                                overwrite_output_dir=True)
+    trainer.train()
+    assert not list(out.glob("checkpoint-*"))  # the old run's checkpoints are gone, so none can be resumed by mistake
+    assert (out / "notes.txt").read_text() == "mine"  # what aligntune did not write is kept
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["config"]["seed"] == 9 and record["global_step"] == 2
+    # Unrelated files only: refused too, and the message says what is there.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(OutputDirError, match=r"already holds other files \(data.csv\)"):
+        create_rl_trainer(**{**common, "output_dir": str(other)}, max_steps=1).train()
+    assert {p.name for p in other.iterdir()} <= {"data.csv", LOCK_FILE}  # nothing of the run was written
+
+
+def test_a_second_run_on_a_busy_output_dir_fails_at_once(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "busy"
+    config = _yaml(tmp_path / "run.yaml", model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                   output_dir=str(out), max_steps=100000, save_steps=None, **FAST)
+    first = _start("train", str(config))
+    try:
+        _wait_for(lambda: (out / LOCK_FILE).is_file() and str(first.pid) in (out / LOCK_FILE).read_text(), first)
+        started = time.monotonic()
+        second = _cli("train", str(config), "--overwrite-output-dir")
+        assert second.returncode == 2
+        assert f"is in use by another aligntune run (pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr and time.monotonic() - started < 60
+        assert first.poll() is None  # the first run is untouched and still training
+    finally:
+        first.kill()
+        first.wait()
+
+
+NAN_LOSS_PLUGIN = """
+import os
+from aligntune.plugins import LossSpec, hookimpl
+
+CALLS = [0]
+
+def _turns_bad(inputs):
+    import torch.nn.functional as F
+    CALLS[0] += 1
+    losses = -F.logsigmoid(inputs.beta * inputs.logits)
+    if CALLS[0] in {int(k) for k in os.environ["BAD_AT_CALLS"].split(",")}:
+        return losses + float(os.environ.get("BAD_VALUE", "nan"))
+    return losses
+
+@hookimpl
+def aligntune_losses():
+    yield LossSpec(name="turns-bad", summary="sigmoid DPO that turns non-finite at chosen calls", fn=_turns_bad)
+"""
+
+
+@pytest.fixture
+def bad_loss_site(tmp_path) -> Path:
+    site = tmp_path / "site"
+    write_fake_distribution(site, "aligntune-loss-turns-bad", "0.1", {"turns-bad": "turns_bad_loss"},
+                            {"turns_bad_loss": NAN_LOSS_PLUGIN})
+    return site
+
+
+def _env(site: Path, **extra: str) -> dict:
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
+@pytest.mark.parametrize("cause", ["learning_rate", "loss_plugin"])
+def test_non_finite_training_stops_keeps_the_last_good_checkpoint_and_exits_non_zero(
+        cause, tiny_model, pairs_jsonl, bad_loss_site, tmp_path):
+    out = tmp_path / "run"
+    options = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out), max_steps=8,
+                   save_steps=1, **FAST)
+    if cause == "learning_rate":
+        options["learning_rate"] = 1e8
+    else:
+        options["loss_type"] = "turns-bad"
+    proc = _cli("train", str(_yaml(tmp_path / "run.yaml", **options)), env=_env(bad_loss_site, BAD_AT_CALLS="4"))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr[proc.stderr.index("aligntune: error:"):]
+    assert "training stopped at step" in message and "Last good checkpoint" in message
+    stopped_at = int(message.split("training stopped at step ")[1].split(":")[0])
+    if cause == "loss_plugin":
+        assert stopped_at == 4 and "the loss was nan" in message
+    assert not (out / "model.safetensors").exists()  # no final model written over anything
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["run"]["stop_reason"] == "non-finite" and record["run"]["model_saved"] is False
+    good = out / f"checkpoint-{stopped_at - 1}"
+    assert (good / MARKER).is_file()
+    assert all(torch.isfinite(tensor).all() for tensor in load_file(good / "model.safetensors").values())
+    assert not (out / f"checkpoint-{stopped_at}").exists()
+
+
+@pytest.mark.parametrize("bad_value", ["nan", "inf"])
+def test_skip_policy_drops_non_finite_steps_counts_them_and_logs_no_fake_loss(
+        bad_value, tiny_model, pairs_jsonl, bad_loss_site, tmp_path, monkeypatch):
+    from aligntune.plugins import reset_registry
+
+    monkeypatch.syspath_prepend(str(bad_loss_site))
+    monkeypatch.setenv("BAD_AT_CALLS", "2,5")
+    monkeypatch.setenv("BAD_VALUE", bad_value)
+    sys.modules.pop("turns_bad_loss", None)
+    reset_registry()
+    try:
+        trainer = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                                    output_dir=str(tmp_path / "run"), max_steps=6, save_steps=None,
+                                    loss_type="turns-bad", on_nonfinite="skip", **{**FAST, "logging_steps": 3})
+        result = trainer.train()
+    finally:
+        sys.modules.pop("turns_bad_loss", None)
+        reset_registry()
+    record = json.loads((tmp_path / "run" / "aligntune_run.json").read_text())
+    assert record["run"]["nonfinite_steps_skipped"] == 2 and record["run"]["stop_reason"] == "finished"
+    windows = [entry for entry in trainer.log_history if "loss" in entry]
+    assert [entry.get("nonfinite_steps_skipped", 0) for entry in windows] == [1, 1]
+    # Each window's loss is the mean over its trained steps: finite, and not Trainer's stand-in for the bad step.
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in windows)
+    assert result.metrics["whole_run/nonfinite_steps_skipped"] == 2 and result.metrics["whole_run/steps"] == 6
+    assert all(torch.isfinite(torch.tensor(value)) for key, value in result.metrics.items()
+               if isinstance(value, float))
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_sigterm_saves_a_complete_checkpoint_and_resume_finishes(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "run"
+    config = _yaml(tmp_path / "run.yaml", model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                   output_dir=str(out), max_steps=400, save_steps=None, **FAST)
+    process = _start("train", str(config))
+    _wait_for(lambda: (out / LOCK_FILE).is_file() and str(process.pid) in (out / LOCK_FILE).read_text(), process)
+    time.sleep(2.0)  # some steps in
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "training stopped by SIGTERM" in stderr and "--resume" in stderr
+    checkpoints = list(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / MARKER).is_file()  # saved although save_steps is null
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["run"]["stop_reason"] == "interrupted"
+    step = int(checkpoints[0].name.split("-")[1])
+    assert 0 < step < 400
+    resumed = _cli("train", str(config), "--resume", str(checkpoints[0]))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["run"]["stop_reason"] == "finished" and record["run"]["resumed_from"]["step"] == step
+    assert record["global_step"] == 400
