@@ -314,3 +314,98 @@ def test_sigterm_saves_a_complete_checkpoint_and_resume_finishes(tiny_model, pai
     record = json.loads((out / "aligntune_run.json").read_text())
     assert record["run"]["stop_reason"] == "finished" and record["run"]["resumed_from"]["step"] == step
     assert record["global_step"] == 400
+
+
+def _independent_counts(tokenizer, rows, max_seq_length: int) -> tuple[int, int]:
+    """Pairs dropped (prompt fills max_seq_length) and pairs cut, counted with the slow tokenizer call per text."""
+    dropped = cut = 0
+    for row in rows:
+        prompt = tokenizer(row["prompt"])["input_ids"]
+        sides = [tokenizer(row["prompt"] + row[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
+        start = min(next((i for i, (a, b) in enumerate(zip(prompt, side)) if a != b), min(len(prompt), len(side)))
+                    for side in sides)
+        if start >= max_seq_length:
+            dropped += 1
+        elif max(len(side) for side in sides) > max_seq_length:
+            cut += 1
+    return dropped, cut
+
+
+@pytest.mark.parametrize("max_seq_length", [96, 256])
+def test_every_real_hh_rlhf_pair_is_trained_or_counted(max_seq_length, shared_data, tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    trainer = create_rl_trainer(
+        model_name=str(tiny_model), dataset_name="Anthropic/hh-rlhf", data_files=str(shared_data / "hh-rlhf"),
+        split="test", dataset_config="helpful-online", output_dir=str(tmp_path / "run"), max_seq_length=max_seq_length,
+        **FAST,
+    )
+    loaded = trainer.data_reports["train"]["kept"]
+    report = trainer.tokenization_reports["train"]
+    dropped = report["dropped"].get("prompt_fills_max_seq_length", 0)
+    assert report["pairs_in"] == loaded and loaded == len(trainer.train_dataset) + dropped
+    assert 0 < dropped < loaded  # these settings drop some of the real pairs, and keep some
+
+    from aligntune.data import load_preference_dataset
+
+    rows = load_preference_dataset("Anthropic/hh-rlhf", data_files=str(shared_data / "hh-rlhf"), split="test",
+                                   dataset_config="helpful-online")
+    assert (dropped, report["completion_truncated"]) == _independent_counts(
+        AutoTokenizer.from_pretrained(tiny_model), rows, max_seq_length)
+
+
+def test_no_pair_left_is_an_error_naming_the_setting(tiny_model, pairs_jsonl, tmp_path):
+    config = _yaml(tmp_path / "run.yaml", model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                   output_dir=str(tmp_path / "run"), max_seq_length=4)
+    proc = _cli("train", str(config))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no train pair fits max_seq_length=4: every prompt alone fills it (longest prompt" in proc.stderr
+
+
+def test_half_the_pairs_dropped_is_a_warning_in_the_log_and_the_record(tiny_model, tmp_path):
+    rows = [{"prompt": "Q: what is 1 plus 1? A:" if i % 2 else "Q: " + "what is one plus one? " * 6 + "A:",
+             "chosen": " 2", "rejected": " 3"} for i in range(32)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = _yaml(tmp_path / "run.yaml", model_name=str(tiny_model), dataset_name=str(data), max_steps=1,
+                   output_dir=str(tmp_path / "run"), max_seq_length=32, save_steps=None, **FAST)
+    proc = _cli("--log-format", "json", "train", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{") and '"event"' in line]
+    warnings = [entry["event"] for entry in lines if entry["level"] == "warning"]
+    assert any(event.startswith("16 of 32 train pairs (50.0%) dropped: the prompt alone fills max_seq_length=32")
+               for event in warnings), warnings
+    record = json.loads((tmp_path / "run" / "aligntune_run.json").read_text())
+    assert record["data"]["train"]["tokenization"]["dropped"] == {"prompt_fills_max_seq_length": 16}
+    assert record["data"]["train"]["adapter"]["kept"] == 32
+
+
+def test_the_record_resolves_paths_and_names_versions(tiny_model, pairs_jsonl, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_model.parent)
+    trainer = create_rl_trainer(model_name=tiny_model.name, dataset_name=str(pairs_jsonl), max_steps=1,
+                                save_steps=None, **FAST)
+    trainer.train()
+    out = Path(trainer.args.output_dir)
+    assert out.parent == Path("output") / f"{tiny_model.name}-dpo"  # a new directory of its own
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["model_name"] == record["reference_model"] == str(tiny_model.resolve())
+    assert record["model_name_given"] == tiny_model.name
+    assert record["run"]["output_dir"] == str(out.resolve())
+    assert record["versions"]["plugins"]["aligntune-backend-trl"]
+    assert record["run"]["stop_reason"] == "finished" and record["run"]["model_saved"] is True
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("beta: .inf", "key 'beta': must be a number > 0, got inf"),
+        ("training_args: {resume_from_checkpoint: x}", "set it with the aligntune option 'resume_from_checkpoint'"),
+        ("overwrite_output_dir: true\nresume_from_checkpoint: true", "cannot be combined with resume_from_checkpoint"),
+    ],
+)
+def test_bad_lifecycle_settings_are_clear_errors(setting, message, tiny_model, pairs_jsonl, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name: {tiny_model}\ndataset_name: {pairs_jsonl}\noutput_dir: {tmp_path / 'o'}\n"
+                      f"{setting}\n", encoding="utf-8")
+    proc = _cli("train", str(config))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
