@@ -66,53 +66,68 @@ def _complete(run_dir: Path, step: int) -> bool:
     return (run_dir / f"checkpoint-{step}" / MARKER).is_file()
 
 
-@pytest.mark.slow
-def test_kill_9_then_resume_matches_the_uninterrupted_run(tiny_model, pairs_jsonl, tmp_path):
-    options = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), max_steps=24, save_steps=1,
-                   training_args={"save_total_limit": 4}, **FAST)
-    straight = tmp_path / "straight"
-    proc = _cli("train", str(_yaml(tmp_path / "a.yaml", output_dir=str(straight), **options)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+KILL_OPTIONS = dict(max_steps=24, save_steps=1, training_args={"save_total_limit": 4}, **FAST)
 
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_model, pairs_jsonl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("straight") / "run"
+    config = _yaml(out.parent / "run.yaml", model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                   output_dir=str(out), **KILL_OPTIONS)
+    proc = _cli("train", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _weights_written_marker_not(run_dir: Path, step: int) -> bool:
+    folder = run_dir / f"checkpoint-{step}"
+    return (folder / "model.safetensors").is_file() and not (folder / MARKER).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["between_steps", "during_checkpoint_write"])
+def test_kill_9_then_resume_matches_the_uninterrupted_run(moment, uninterrupted_run, tiny_model, pairs_jsonl,
+                                                          tmp_path):
     killed = tmp_path / "killed"
-    config = _yaml(tmp_path / "b.yaml", output_dir=str(killed), **options)
+    config = _yaml(tmp_path / "run.yaml", model_name=str(tiny_model), dataset_name=str(pairs_jsonl),
+                   output_dir=str(killed), **KILL_OPTIONS)
     kill_at = random.Random().randint(3, 12)
     process = _start("train", str(config))
-    _wait_for(lambda: _complete(killed, kill_at), process)
+    if moment == "between_steps":
+        _wait_for(lambda: _complete(killed, kill_at), process)
+    else:  # the weights of checkpoint-k are on disk, its optimizer/RNG/trainer state and marker are not yet
+        _wait_for(lambda: _weights_written_marker_not(killed, kill_at), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "model.safetensors").exists()  # no final model yet
     record = json.loads((killed / "aligntune_run.json").read_text())
     assert record["run"]["stop_reason"] == "running"  # what a crash leaves: the record says it never finished
-
-    # A kill during a checkpoint write leaves a folder without its marker (and, here, a torn weights file).
-    newest = max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*"))
-    torn = killed / f"checkpoint-{newest + 1}"
-    shutil.copytree(killed / f"checkpoint-{newest}", torn)
-    (torn / MARKER).unlink()
-    weights = torn / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    torn = [path.name for path in killed.glob("checkpoint-*") if not (path / MARKER).exists()]
+    if moment == "during_checkpoint_write":
+        assert torn == [f"checkpoint-{kill_at}"]
+    last_complete = max(int(path.name.split("-")[1]) for path in killed.glob("checkpoint-*") if path.name not in torn)
 
     # A fresh start in that directory is refused; --resume continues from the newest complete checkpoint.
     refused = _cli("train", str(config))
     assert refused.returncode == 2 and "already holds another training run" in refused.stderr
     resumed = _cli("train", str(config), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "skipping an incomplete checkpoint" in resumed.stderr and f"checkpoint-{newest + 1}" in resumed.stderr
+    if torn:
+        assert "skipping an incomplete checkpoint" in resumed.stderr and torn[0] in resumed.stderr
 
-    assert _step_losses(killed) == _step_losses(straight)  # every step's loss, bit for bit
-    assert len(_step_losses(straight)) == 24
-    ours, reference = _weights(killed), _weights(straight)
+    assert _step_losses(killed) == _step_losses(uninterrupted_run)  # every step's loss, bit for bit
+    assert len(_step_losses(killed)) == 24
+    ours, reference = _weights(killed), _weights(uninterrupted_run)
     assert ours.keys() == reference.keys()
     assert all(torch.equal(ours[name], reference[name]) for name in reference)
     record = json.loads((killed / "aligntune_run.json").read_text())
     assert record["run"]["stop_reason"] == "finished"
-    assert record["run"]["resumed_from"]["step"] == newest
-    assert record["run"]["steps_run"] == 24 - newest
+    assert record["run"]["resumed_from"]["step"] == last_complete
+    assert record["run"]["steps_run"] == 24 - last_complete
     # Whole-run figures cover the steps before the kill too: the same as the run that was never interrupted.
-    straight_record = json.loads((straight / "aligntune_run.json").read_text())
+    straight_record = json.loads((uninterrupted_run / "aligntune_run.json").read_text())
     assert record["train_metrics"]["whole_run"] == pytest.approx(straight_record["train_metrics"]["whole_run"])
-    # The rotation (save_total_limit 4) only ever counts complete checkpoints as the newest.
+    # The torn checkpoint was replaced when the resumed run reached its step; rotation kept complete ones only.
     assert all((path / MARKER).is_file() for path in killed.glob("checkpoint-*"))
 
 
