@@ -4,6 +4,10 @@ TRL keeps the integration: tokenization, batching, the optimiser loop, checkpoin
 owns the alignment math: `compute_loss` gets per-sequence log-probs from `aligntune.modeling.preference_logps`
 (prefix-shared or two-sequence batches) and the per-pair loss from the resolved core loss, so the loss is the same
 under every backend. Tokenization of plain-text pairs is batched; reference log-probs can be cached on disk.
+
+The run lifecycle comes from `aligntune.runs` and is wired in here: the output-directory lock and checks, resuming
+only complete checkpoints of the same settings (a marker written last), the non-finite guard before each optimizer
+step, a checkpoint on SIGINT/SIGTERM, pairs counted through tokenization, and the run record.
 """
 
 from __future__ import annotations
@@ -206,7 +210,6 @@ class AlignTuneDPOTrainer(DPOTrainer):
         if self.reference_free:
             # TRL was told to "precompute" only so that it loads no reference model; nothing is precomputed.
             self.precompute_ref_logps = False
-        # The logged loss is our own (finite steps only, skips counted), never TRL's stand-in for a NaN.
         self.add_callback(_StopOnSignal(self))
 
     # -- data ------------------------------------------------------------------------------------------------------
