@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from aligntune.core.backend_factory import create_rl_trainer
 from aligntune.errors import OutputDirError, ResumeError
-from aligntune.runs import MARKER, LOCK_FILE
+from aligntune.runs import LOCK_FILE, MARKER
+from safetensors.torch import load_file
+
 from conftest import write_fake_distribution
 
 FAST = dict(batch_size=8, learning_rate=1e-3, precision="fp32", seed=5, logging_steps=1)
@@ -336,8 +336,10 @@ def _independent_counts(tokenizer, rows, max_seq_length: int) -> tuple[int, int]
     dropped = cut = 0
     for row in rows:
         prompt = tokenizer(row["prompt"])["input_ids"]
-        sides = [tokenizer(row["prompt"] + row[key] + tokenizer.eos_token)["input_ids"] for key in ("chosen", "rejected")]
-        start = min(next((i for i, (a, b) in enumerate(zip(prompt, side)) if a != b), min(len(prompt), len(side)))
+        sides = [tokenizer(row["prompt"] + row[key] + tokenizer.eos_token)["input_ids"]
+                 for key in ("chosen", "rejected")]
+        start = min(next((i for i, (a, b) in enumerate(zip(prompt, side, strict=False)) if a != b),
+                         min(len(prompt), len(side)))
                     for side in sides)
         if start >= max_seq_length:
             dropped += 1

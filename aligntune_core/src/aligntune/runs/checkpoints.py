@@ -70,7 +70,9 @@ def list_checkpoints(output_dir: str | Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def latest_complete_checkpoint(output_dir: str | Path, *, warn: bool = True) -> tuple[Checkpoint | None, list[Checkpoint]]:
+def latest_complete_checkpoint(
+    output_dir: str | Path, *, warn: bool = True
+) -> tuple[Checkpoint | None, list[Checkpoint]]:
     """The newest complete checkpoint, and the incomplete ones newer than it (skipped)."""
     skipped = []
     for checkpoint in reversed(list_checkpoints(output_dir)):
