@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 import torch
 from aligntune.core.run_record import build_run_record, write_run_record
@@ -51,19 +52,19 @@ def _check_not_finished(checkpoint: Path) -> None:
         )
 
 
+@attrs.define
 class RunState:
-    """What the run record says about this run beyond the configuration; saved in every checkpoint's marker so a
-    resumed run reports the whole run, not just the part after the resume."""
+    """What the run record says about this run beyond the configuration. `totals` is saved in every checkpoint's
+    marker, so a resumed run reports the whole run, not just the part after the resume."""
 
-    def __init__(self) -> None:
-        self.stop_reason = "not started"
-        self.resumed_from: dict[str, Any] | None = None
-        self.initial_step = 0
-        # whole-run sums and counts per metric (micro-batch means, as in each logged window); loss per optimizer step
-        self.totals: dict[str, list[float]] = {}
-        self.step_loss = 0.0  # the current optimizer step's loss, summed over its micro-batches
-        self.window_loss: list[float] = [0.0, 0]  # finite-step loss sum and step count since the last log line
-        self.last_good_step: tuple[int, float, float | None] | None = None  # (step, loss, grad norm)
+    stop_reason: str = "not started"
+    resumed_from: dict[str, Any] | None = None
+    initial_step: int = 0
+    # whole-run sums and counts per metric (micro-batch means, as in each logged window); loss per optimizer step
+    totals: dict[str, list[float]] = attrs.Factory(dict)
+    step_loss: float = 0.0  # the current optimizer step's loss, summed over its micro-batches
+    window_loss: list[float] = attrs.Factory(lambda: [0.0, 0])  # finite-step loss sum and steps since the last log
+    last_good_step: tuple[int, float, float | None] | None = None  # (step, loss, grad norm)
 
     def add(self, key: str, value: float) -> None:
         total = self.totals.setdefault(key, [0.0, 0])
