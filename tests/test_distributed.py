@@ -22,6 +22,8 @@ SCRIPT = textwrap.dedent("""
     if trainer.is_world_process_zero():
         losses = [entry["loss"] for entry in trainer.log_history if "loss" in entry]
         print("RESULT " + json.dumps({"losses": losses, "world_size": trainer.args.world_size}))
+    import torch.distributed
+    torch.distributed.destroy_process_group()  # as PyTorch asks of every distributed script (docs/backends.md)
 """)
 
 
@@ -41,3 +43,37 @@ def test_torchrun_two_processes(tiny_model, pairs_jsonl, tmp_path):
     assert results["0"]["world_size"] == 2
     assert len(results["0"]["losses"]) == 3 and results["0"]["losses"][0] == pytest.approx(0.693147, abs=1e-5)
     assert results["1"]["losses"] == pytest.approx(results["0"]["losses"], abs=1e-5)
+
+
+def _torchrun_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "aligntune",
+         *args], capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_torchrun_cli_checkpoints_and_resume(tiny_model, pairs_jsonl, tmp_path):
+    """`aligntune train` under torchrun: complete checkpoints, one summary, and a resume that ends where the
+    uninterrupted run ended."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model_name: {tiny_model}\ndataset_name: {pairs_jsonl}\noutput_dir: {out}\nmax_steps: 4\n"
+                      "save_steps: 2\nbatch_size: 4\nprecision: fp32\nlearning_rate: 0.001\n", encoding="utf-8")
+    proc = _torchrun_cli("train", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"output_dir"') == 1  # the main process alone prints the summary
+    assert all((out / f"checkpoint-{step}" / "aligntune_checkpoint.json").is_file() for step in (2, 4))
+    finished = load_file(out / "model.safetensors")
+
+    shutil.rmtree(out / "checkpoint-4")  # as if both processes died after step 3
+    (out / "model.safetensors").unlink()
+    resumed = _torchrun_cli("train", str(config), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["run"]["resumed_from"]["step"] == 2 and record["run"]["stop_reason"] == "finished"
+    again = load_file(out / "model.safetensors")
+    assert all(torch.equal(again[name], finished[name]) for name in finished)

@@ -67,10 +67,20 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_mapping(values, source=args.config, lines=lines)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
-    output_dir = trainer.args.output_dir
-    print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
-    print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
+    _end_process_group()
+    if trainer.is_world_process_zero():  # under torchrun: one summary, not one per process
+        output_dir = trainer.args.output_dir
+        print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
+        print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
     return 0
+
+
+def _end_process_group() -> None:
+    """Under torchrun: leave the process group before the interpreter exits (after success only: on a failure other
+    processes may still be inside a collective). Without it, gloo's worker threads can abort the exiting process."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def _eval(args: argparse.Namespace) -> int:

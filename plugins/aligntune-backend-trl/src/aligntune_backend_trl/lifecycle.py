@@ -17,7 +17,7 @@ import attrs
 import structlog
 import torch
 from aligntune.core.run_record import build_run_record, write_run_record
-from aligntune.errors import NonFiniteError, ResumeError, TrainingInterrupted
+from aligntune.errors import ConfigError, NonFiniteError, ResumeError, TrainingInterrupted
 from aligntune.modeling import ref_cache
 from aligntune.runs import (
     MARKER,
@@ -225,6 +225,12 @@ class RunLifecycleMixin:
 
         Raises `NonFiniteError` (nothing saved over a good model) or `TrainingInterrupted` (a checkpoint saved)."""
         config = self.aligntune_config
+        if config.on_nonfinite == "skip" and self.is_deepspeed_enabled:
+            raise ConfigError(
+                "on_nonfinite: skip is not supported under DeepSpeed (its optimizer keeps gradients outside the "
+                "parameters, so a step cannot be dropped from here); use on_nonfinite: stop, or DeepSpeed's own fp16 "
+                "loss scaling, which skips overflowing steps itself"
+            )
         requested = config.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
         output_dir = Path(self.args.output_dir)
         lock = OutputDirLock(output_dir).acquire() if self.is_world_process_zero() else None
