@@ -119,12 +119,12 @@ def _data_files(v: Any) -> bool:
     return isinstance(v, Mapping) and all(isinstance(k, str) and (isinstance(x, str) or _str_list(x)) for k, x in v.items())
 
 
-def _report_to(v: Any) -> list[str]:
+def _report_to(v: Any) -> Any:
     if v is None or v == "none":
         return []
     if isinstance(v, str):
         return [v]
-    return list(v)
+    return list(v) if isinstance(v, (list, tuple)) else v  # anything else is left for the validator to name
 
 
 def config_from_mapping(
@@ -250,7 +250,10 @@ class TrainConfig:
     dataset_config: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a config name"))
     split: str = attrs.field(default="train", validator=_check(_non_empty_str, "a split name"))
     max_samples: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
-    report_to: list[str] = attrs.field(factory=list, converter=_report_to)
+    report_to: list[str] = attrs.field(
+        factory=list, converter=_report_to,
+        validator=_check(_str_list, "a tracker name (wandb, tensorboard, ...), a list of names, or none"),
+    )
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
     dataset_options: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of adapter options"))
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))

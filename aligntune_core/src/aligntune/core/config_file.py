@@ -1,13 +1,50 @@
-"""Reading training/eval options from YAML files and `--set key=value` overrides, keeping line numbers."""
+"""Reading training/eval options from YAML files and `--set key=value` overrides, keeping line numbers.
+
+Numbers are read the way people write them: PyYAML follows YAML 1.1, where `5e-6` and `1E-5` are strings (a float
+needs a dot there); here they are floats, as in YAML 1.2 and JSON. A key given twice is an error naming both lines.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from aligntune.errors import ConfigError
+
+# YAML 1.2 / JSON floats that YAML 1.1 leaves as strings: exponents without a dot (5e-6, 1E-5, -2e+3).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$")
+
+
+class DuplicateKeyError(yaml.MarkedYAMLError):
+    """A mapping that names the same key twice."""
+
+
+class OptionsLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with YAML 1.2 exponent floats and duplicate keys refused."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise DuplicateKeyError(
+                    problem=f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one",
+                    problem_mark=key_node.start_mark,
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+OptionsLoader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+OptionsLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=OptionsLoader)  # noqa: S506  (a SafeLoader subclass)
 
 
 def load_yaml_options(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
@@ -17,11 +54,17 @@ def load_yaml_options(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the file "
+                          "as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        values = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=OptionsLoader)
+        values = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         place = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
@@ -44,7 +87,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
     return key.split("."), value

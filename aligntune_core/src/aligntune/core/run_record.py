@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aligntune.core.config import TrainConfig
+from aligntune.errors import ConfigError
 
 RUN_FILE = "aligntune_run.json"
 _VERSIONED = ("aligntune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth")
@@ -84,4 +85,16 @@ def read_run_record(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory) / RUN_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a run record (not UTF-8 text: {exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}, line {exc.lineno}, column {exc.colno}: not a valid run record ({exc.msg}); it may have been cut "
+            "short or edited. Restore it from a checkpoint-N folder of the same run, or give the settings it held "
+            "(beta, reference_model_path) explicitly."
+        ) from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: not a run record (expected a JSON object, got {type(record).__name__})")
+    return record

@@ -25,22 +25,49 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-def _open_text(path: Path):
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
 def _read_error(path: Path, exc: Exception) -> DataError:
+    if isinstance(exc, OSError) and exc.strerror:
+        return DataError(f"cannot read {path}: {exc.strerror}")
     return DataError(f"cannot read {path}: {exc}")
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError, first_line: int = 1) -> DataError:
+    """Name the line (and the byte) of a decoding error instead of a byte offset into the file."""
+    before = data[: exc.start]
+    line = first_line + before.count(b"\n")
+    column = exc.start - (before.rfind(b"\n") + 1) + 1
+    return DataError(f"{path}, line {line}, column {column}: not UTF-8 text (byte {data[exc.start]:#04x}); save the "
+                     "file as UTF-8")
+
+
+def _decode(path: Path, data: bytes, first_line: int = 1) -> str:
+    """UTF-8, with a byte-order mark (Excel and Windows exports) accepted."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(path, data, exc, first_line) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with _open_binary(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError) as exc:
+        raise _read_error(path, exc) from None
+    return _decode(path, data)
 
 
 def iter_jsonl(path: Path, on_invalid: Callable[[str], None] | None = None) -> Iterator[tuple[str, Any]]:
     """Yield `(location, value)` per non-blank line. Invalid JSON raises, or is passed to `on_invalid(message)`
     and skipped when a callback is given."""
     try:
-        with _open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
+        with _open_binary(path) as handle:
+            for number, raw in enumerate(handle, start=1):
+                line = _decode(path, raw, first_line=number)
                 if not line.strip():
                     continue
                 try:
@@ -52,16 +79,12 @@ def iter_jsonl(path: Path, on_invalid: Callable[[str], None] | None = None) -> I
                     on_invalid(message)
                     continue
                 yield f"{path}, line {number}", value
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, EOFError) as exc:
         raise _read_error(path, exc) from None
 
 
 def iter_json(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        with _open_text(path) as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise _read_error(path, exc) from None
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -83,15 +106,12 @@ def iter_json(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
     try:
-        with _open_text(path) as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                yield f"{path}, line {reader.line_num}", row
+        for row in reader:
+            yield f"{path}, line {reader.line_num}", row
     except csv.Error as exc:
-        raise DataError(f"{path}: invalid CSV: {exc}") from None
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise _read_error(path, exc) from None
+        raise DataError(f"{path}, line {reader.line_num}: invalid CSV: {exc}") from None
 
 
 def iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:

@@ -30,6 +30,24 @@ def _kind(value: Any) -> str | None:
     return None
 
 
+PROMPT_ROLES = ("system", "user", "assistant", "tool")
+COMPLETION_ROLES = ("assistant",)
+
+
+def _check_roles(location: str, column: str, messages: list[Mapping[str, Any]]) -> None:
+    """Roles a chat template knows; a completion is the assistant's reply, so only assistant messages."""
+    allowed = PROMPT_ROLES if column == "prompt" else COMPLETION_ROLES
+    for index, message in enumerate(messages):
+        if message["role"] not in allowed:
+            what = "a completion" if column != "prompt" else "a prompt"
+            raise DataError(
+                f"{location}, column {column!r}, message {index}: role {message['role']!r} is not allowed in {what}; "
+                f"allowed: {', '.join(allowed)}"
+                + (" (the prompt holds the system/user turns, chosen and rejected the assistant reply)"
+                   if column != "prompt" else "")
+            )
+
+
 def _is_empty(value: Any) -> bool:
     if isinstance(value, str):
         return not value.strip()
@@ -56,6 +74,7 @@ def validate_rows(
     """
     if max_samples is not None and max_samples <= 0:
         return
+    first_format: tuple[str, str] | None = None  # (kind, location) of the first row: every row must match it
     for location, row in rows:
         report.read += 1
         if not isinstance(row, Mapping):
@@ -80,6 +99,17 @@ def validate_rows(
             raise DataError(
                 f"{location}: columns mix plain strings and message lists ({kinds}); use one format for all three"
             )
+        kind = kinds["prompt"]
+        if first_format is None:
+            first_format = (kind, location)
+        elif kind != first_format[0]:
+            raise DataError(
+                f"{location}: this row is {_format_name(kind)} but the first row ({first_format[1]}) is "
+                f"{_format_name(first_format[0])}; one dataset must use one format"
+            )
+        if kind == "conversational":
+            for column in COLUMNS:
+                _check_roles(location, column, row[column])
         reason = None
         if _is_empty(row["chosen"]):
             reason = "empty_chosen"
@@ -96,6 +126,10 @@ def validate_rows(
         yield {c: _clean(row[c]) for c in COLUMNS}
         if max_samples is not None and report.kept >= max_samples:
             return
+
+
+def _format_name(kind: str) -> str:
+    return "message lists (conversational)" if kind == "conversational" else "plain strings (standard)"
 
 
 def _clean(value: Any) -> Any:

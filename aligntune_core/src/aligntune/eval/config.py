@@ -47,7 +47,8 @@ class EvalConfig:
     reference_model_path: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a model id or path")
     )
-    split: str = attrs.field(default="test", validator=_check(_non_empty_str, "a split name"))
+    # None: "test" — except for a single local file, which has no splits: there it must be given (see run_eval).
+    split: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a split name"))
     max_samples: int | None = attrs.field(
         default=None, validator=_check(_optional(lambda v: _is_int(v) and v > 0), "an integer >= 1 or null")
     )

@@ -10,6 +10,7 @@ Definitions are in docs/evaluation.md.
 from __future__ import annotations
 
 import contextlib
+import os
 import json
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,34 @@ def _unique_prompts(rows: list[dict[str, Any]]) -> list[Any]:
     return list(seen.values())
 
 
+def _split(config: EvalConfig) -> str:
+    """The split to score. A single local file has no splits: scoring it as "test" would label the training data
+    as held-out, so there the split must be given."""
+    if config.split is not None:
+        return config.split
+    single_file = (config.data_files is None and Path(config.dataset_name).expanduser().is_file()) or isinstance(
+        config.data_files, (str, list, tuple))
+    if single_file:
+        raise ConfigError(
+            f"dataset {config.dataset_name!r} is a single file with no splits, and split is not set: it would be "
+            "scored and labelled as the 'test' split even if it is the training data. Set split explicitly (e.g. "
+            "split: test for a held-out file), or give data_files={train: ..., test: ...}."
+        )
+    return "test"
+
+
+def _check_output_dir(directory: Path) -> None:
+    """Before any scoring: the results must have somewhere to go."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"output_dir {directory} is a file; give a directory for the evaluation results")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"output_dir {directory}: cannot create it ({exc.strerror or exc})") from None
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"output_dir {directory}: not writable")
+
+
 def run_eval(config: EvalConfig) -> dict[str, float]:
     """Evaluate; returns `{metric: value, <metric>_<detail>: value, ...}` and writes the files into output_dir."""
     from aligntune.logging_setup import ensure_logging
@@ -70,9 +99,10 @@ def run_eval(config: EvalConfig) -> dict[str, float]:
     metric_specs = _resolve_metrics(config)
     needs_generation = any(spec.needs_generation for spec in metric_specs)
     judge_spec = _resolve_judge(config) if needs_generation else None
+    _check_output_dir(Path(config.output_dir))
     plan = resolve_plan(config)
     data = load_preference_data(
-        config.dataset_name, split=config.split, data_files=config.data_files, dataset_config=config.dataset_config,
+        config.dataset_name, split=_split(config), data_files=config.data_files, dataset_config=config.dataset_config,
         max_samples=config.max_samples, dataset_adapter=config.dataset_adapter, **config.dataset_options,
     )
     rows = data.dataset.to_list()

@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 
+from aligntune.core.model_paths import check_model_dir
 from aligntune.errors import ConfigError
 from aligntune.eval.config import EvalConfig
 from aligntune.eval.plan import EvalPlan
@@ -40,6 +41,7 @@ def _dtype(name: str):
 def _load_causal_lm(path: str, dtype: str):
     from transformers import AutoModelForCausalLM
 
+    check_model_dir(path, option="model", need_tokenizer=False)
     try:
         return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype)).eval()
     except (OSError, ValueError) as exc:
@@ -69,6 +71,7 @@ def _attach_adapter(base, adapter_dir: str):
         raise ConfigError("use_lora=true needs peft: pip install peft (or aligntune-backend-trl)") from None
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ConfigError(f"use_lora=true but {adapter_dir} has no adapter_config.json (is it a full model?)")
+    check_model_dir(adapter_dir, option="model_path", need_tokenizer=False, adapter_ok=True)
     return PeftModel.from_pretrained(base, adapter_dir).eval()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 import structlog
 
+from aligntune.core.model_paths import check_model_dir
 from aligntune.core.run_record import RUN_FILE, read_run_record
 from aligntune.errors import ConfigError
 from aligntune.eval.config import EvalConfig
@@ -45,6 +46,8 @@ class EvalPlan:
 
 
 def resolve_plan(config: EvalConfig) -> EvalPlan:
+    if config.model_path is not None:
+        check_model_dir(config.model_path, option="model_path", need_tokenizer=False, adapter_ok=config.use_lora)
     record = read_run_record(config.model_path) if config.model_path else None
     run = (record or {}).get("run") or {}
     if run.get("model_saved") is False:

@@ -207,6 +207,18 @@ def check_not_locked(directory: str | Path) -> None:
         OutputDirLock(directory).acquire().release()
 
 
+def _check_writable(directory: Path) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise OutputDirError(f"output_dir {directory} is a file, not a directory: choose another output_dir")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"output_dir {directory}: cannot create it ({exc.strerror or exc}); choose another "
+                             "output_dir") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputDirError(f"output_dir {directory}: not writable by this user; choose another output_dir")
+
+
 def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> TrainConfig:
     """Fix the run's output directory and check, before any model is loaded, that the run may use it.
 
@@ -216,6 +228,7 @@ def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> T
     import attrs
 
     output_dir = resolve_output_dir(config)
+    _check_writable(Path(output_dir))
     check_not_locked(output_dir)
     resume = config.resume_from_checkpoint
     if resume in (None, False):

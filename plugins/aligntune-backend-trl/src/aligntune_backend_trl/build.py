@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from aligntune.core.config import TrainConfig
+from aligntune.core.model_paths import check_model_dir
 from aligntune.data import load_preference_data
 from aligntune.errors import ConfigError, did_you_mean
 from aligntune.losses import resolve_loss
@@ -210,6 +211,8 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     loss = resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing,
                         params=config.loss_params, weights=config.loss_weights)
     reference_free = config.reference_free or not loss.requires_reference
+    if model is None:
+        check_model_dir(config.model_name, option="model_name", need_tokenizer=tokenizer is None)
     train, evaluation = load_datasets(config)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model_name)
     _check_chat_template(train.dataset, tokenizer, config.model_name)

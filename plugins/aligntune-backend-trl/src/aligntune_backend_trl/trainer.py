@@ -209,10 +209,16 @@ class AlignTuneDPOTrainer(RunLifecycleMixin, DPOTrainer):
                 return dataset.add_column("ref_rejected_logps", cached[1])
         chosen, rejected = self._compute_reference_columns(dataset, name, batch_size)
         if key is not None and self.accelerator.is_main_process:
-            path = ref_cache.save(cache_dir, key, chosen, rejected,
-                                  {"model": config.model_name, "dataset": config.dataset_name, "split": name,
-                                   "pairs": len(dataset)})
-            _log.info("reference log-probs cached", dataset=name, path=str(path))
+            try:
+                path = ref_cache.save(cache_dir, key, chosen, rejected,
+                                      {"model": config.model_name, "dataset": config.dataset_name, "split": name,
+                                       "pairs": len(dataset)})
+            except OSError as exc:  # a cache that cannot be written costs a recompute next time, not this run
+                _log.warning("reference log-probs not cached: the cache cannot be written", dataset=name,
+                             directory=str(cache_dir), reason=exc.strerror or str(exc),
+                             hint="set ref_logps_cache_dir to a writable directory, or ref_logps_cache: false")
+            else:
+                _log.info("reference log-probs cached", dataset=name, path=str(path))
         dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
         return dataset.add_column("ref_rejected_logps", rejected.tolist())
 

@@ -9,6 +9,7 @@ import attrs
 import structlog
 
 from aligntune.core.config import TrainConfig
+from aligntune.core.model_paths import check_model_dir
 from aligntune.errors import BackendUnavailableError, ConfigError
 
 log = structlog.get_logger("aligntune.backend.unsloth")
@@ -69,6 +70,7 @@ def create_trainer(config: TrainConfig):
     from aligntune_backend_trl.build import build_trainer
 
     config = resolve_config(config)
+    check_model_dir(config.model_name, option="model_name")
     if config.load_in_4bit and not _cuda_available():
         raise ConfigError(
             f"4-bit loading of {config.model_name!r} needs a CUDA GPU (bitsandbytes); this machine has none. Use a "
