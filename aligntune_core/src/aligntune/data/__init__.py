@@ -53,7 +53,11 @@ def load_preference_data(
         strict=strict,
         options={**adapter.options, **options} if adapter.options else dict(options),
     )
-    return adapter.load(request)
+    data = adapter.load(request)
+    from aligntune.plugins import dataset_adapter_provenance
+
+    # What served the request is part of the report (and so of the run record): never a silent substitute.
+    return PreferenceData(dataset=data.dataset, report={**data.report, "adapter": dataset_adapter_provenance(adapter.name)})
 
 
 def load_preference_dataset(

@@ -138,14 +138,36 @@ def _clean(value: Any) -> Any:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
-def rows_to_dataset(rows: Iterable[Mapping[str, Any]]):
-    """Build a `datasets.Dataset` from clean rows."""
-    import datasets
+ARROW_BATCH_ROWS = 2000
 
-    rows = list(rows)
-    if not rows:
+
+def rows_to_dataset(rows: Iterable[Mapping[str, Any]], *, batch_rows: int = ARROW_BATCH_ROWS):
+    """Build a `datasets.Dataset` from clean rows, converting them to Arrow a batch at a time: only one batch of
+    Python objects is alive at once, so a file loads in about its own size of memory (the rows are consumed from
+    the iterator, never listed whole)."""
+    import datasets
+    import pyarrow as pa
+    from datasets.fingerprint import generate_random_fingerprint
+    from datasets.table import InMemoryTable
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    batches: list[pa.RecordBatch] = []
+    pending: list[Mapping[str, Any]] = []
+    schema = None
+    for row in rows:
+        if schema is None:  # one schema for every batch (a batch of empty message lists would infer list<null>)
+            kind = pa.string() if isinstance(row["prompt"], str) else pa.list_(message)
+            schema = pa.schema([(column, kind) for column in COLUMNS])
+        pending.append(row)
+        if len(pending) >= batch_rows:
+            batches.append(pa.RecordBatch.from_pylist(pending, schema=schema))
+            pending = []
+    if pending:
+        batches.append(pa.RecordBatch.from_pylist(pending, schema=schema))
+    if not batches:
         return datasets.Dataset.from_dict({c: [] for c in COLUMNS})
-    return datasets.Dataset.from_list(rows)
+    # Without a fingerprint, Dataset() hashes the whole table (a serialised copy: ~4x the data in memory).
+    return datasets.Dataset(InMemoryTable(pa.Table.from_batches(batches)), fingerprint=generate_random_fingerprint())
 
 
 def log_report(dataset_name: str, split: str, report: DropReport) -> None:

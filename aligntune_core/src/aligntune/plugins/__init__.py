@@ -1,15 +1,19 @@
 """The plugin facade: the only way the rest of aligntune reaches plugins.
 
     from aligntune.plugins import get_backend, get_loss, get_dataset_adapter, get_metric, list_plugins
+
+A plugin that fails to load is listed as `failed` and provides nothing; a name two plugins provide raises
+`PluginConflictError` only when it is asked for (see `aligntune.plugins.manager`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from aligntune.errors import BackendUnavailableError, DataError, UnknownPluginError
 from aligntune.plugins.hookspecs import hookimpl
 from aligntune.plugins.manager import PluginInfo, PluginRegistry
 from aligntune.plugins.records import (
-    lazy,
     FIRST_PARTY,
     FIRST_PARTY_DATASETS,
     BackendSpec,
@@ -17,6 +21,7 @@ from aligntune.plugins.records import (
     JudgeSpec,
     LossSpec,
     MetricSpec,
+    lazy,
 )
 
 __all__ = [
@@ -81,6 +86,9 @@ def _unknown(kind: str, name: str) -> UnknownPluginError:
     failed = [p for p in reg.plugins if p.status == "failed"]
     if failed:
         message += " Plugins that failed to load: " + "; ".join(f"{p.name} ({p.error})" for p in failed) + "."
+    blocked = [p for p in reg.plugins if p.status == "blocked"]
+    if blocked:
+        message += " Not loaded: " + ", ".join(f"{p.name} ({p.error})" for p in blocked) + "."
     return UnknownPluginError(message)
 
 
@@ -123,25 +131,39 @@ def resolve_dataset_adapter(dataset_name: str, adapter: str | None = None) -> Da
     generic `preference` adapter (local files, or hub datasets that already have prompt/chosen/rejected columns)."""
     if adapter is not None:
         return get_dataset_adapter(adapter)
+    if Path(dataset_name).expanduser().exists():
+        # The user's own file or directory: no plugin may take it over by listing its path as a dataset name.
+        return get_dataset_adapter(GENERIC_ADAPTER)
     key = dataset_name.strip().lower()
-    claims = [
-        spec
-        for spec in registry().records("dataset_adapters")
-        if key in {known.lower() for known in spec.dataset_names}
-    ]
-    if len(claims) > 1:
-        names = ", ".join(spec.name for spec in claims)
+    # Only adapters that claim this dataset matter: a name conflict between unrelated adapters must not block it.
+    claimed = sorted(
+        {
+            provided.record.name
+            for provided in registry().all_provided("dataset_adapters")
+            if key in {known.lower() for known in provided.record.dataset_names}
+        }
+    )
+    if len(claimed) > 1:
         raise DataError(
-            f"dataset {dataset_name!r} is claimed by several adapters ({names}); choose one with dataset_adapter=..."
+            f"dataset {dataset_name!r} is claimed by several adapters ({', '.join(claimed)}); "
+            "choose one with dataset_adapter=..."
         )
-    if claims:
-        return claims[0]
+    if claimed:
+        return get_dataset_adapter(claimed[0])  # raises PluginConflictError if two plugins provide that name
     if key in FIRST_PARTY_DATASETS:
         raise UnknownPluginError(
             f"dataset {dataset_name!r} needs its own loader, which is not installed: "
             f"pip install {FIRST_PARTY_DATASETS[key]}"
         )
     return get_dataset_adapter(GENERIC_ADAPTER)
+
+
+def dataset_adapter_provenance(name: str) -> dict[str, str]:
+    """Which distribution (and version) provides the dataset adapter `name`, for the run record."""
+    provided = registry().lookup("dataset_adapters", name)
+    if provided is None:
+        return {"name": name}
+    return {"name": name, "distribution": provided.plugin.name, "version": provided.plugin.version}
 
 
 def list_plugins() -> list[PluginInfo]:

@@ -9,6 +9,11 @@ registered under the `aligntune` entry-point group:
 Keep the plugin module light: import torch, transformers or your own heavy code inside the callables you put in
 the records, not at module level, so that `aligntune plugins list` stays fast and a broken dependency only breaks
 what uses it.
+
+Each plugin is validated on its own when it loads: every `@hookimpl` must be one of the hooks below (a misspelt
+`aligntune_loss` is caught), take no arguments, and yield records of the hook's type with valid fields. A plugin
+that fails any of this — or raises anything, `sys.exit()` included, while importing or in a hook — is listed as
+`failed` with the reason and provides nothing; the other plugins are unaffected.
 """
 
 from __future__ import annotations

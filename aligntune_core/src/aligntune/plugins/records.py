@@ -1,7 +1,8 @@
 """Typed records that plugins yield from their hooks.
 
-Each record names one thing a plugin provides. Records are frozen attrs classes; names are validated so that a
-typo in a plugin fails when the plugin is loaded, not when a user asks for it.
+Each record names one thing a plugin provides. Records are frozen attrs classes whose fields are validated (names,
+one-line summaries, callables, flags and option dicts), so that a mistake in a plugin fails that plugin when it is
+loaded, not when a user asks for it. Callables may be plain functions or `lazy("module:function")`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:  # heavy types only for annotations
-    import datasets
     import torch
 
     from aligntune.core.config import TrainConfig
@@ -36,6 +36,58 @@ def _one_line(_instance: object, attribute: attrs.Attribute, value: str) -> None
         raise ValueError(f"plugin record {attribute.name} must be a non-empty single line, got {value!r}")
 
 
+def _where(instance: object, attribute: attrs.Attribute) -> str:
+    # attrs runs validators after every field is set, so the (already validated) name is there.
+    return f"{type(instance).__name__} {getattr(instance, 'name', '?')!r}: {attribute.name}"
+
+
+def _got(value: object) -> str:
+    return f"got {type(value).__name__} {value!r:.60}"
+
+
+def _callable(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not callable(value):
+        raise TypeError(
+            f"{_where(instance, attribute)} must be callable (a function, or lazy('module:function')), {_got(value)}"
+        )
+
+
+def _optional_callable(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None:
+        _callable(instance, attribute, value)
+
+
+def _flag(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{_where(instance, attribute)} must be True or False, {_got(value)}")
+
+
+def _optional_text(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise TypeError(f"{_where(instance, attribute)} must be None or a non-empty string, {_got(value)}")
+
+
+def _options(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise TypeError(f"{_where(instance, attribute)} must be a dict of name -> default, {_got(value)}")
+
+
+def _hub_ids(value: object) -> tuple[str, ...]:
+    """Converter for `dataset_names`: a tuple of hub ids (a lone string would become a tuple of characters)."""
+    if isinstance(value, str):
+        raise TypeError(f"dataset_names must be a tuple of hub ids such as ({value!r},), got the string {value!r}")
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"dataset_names must be a tuple of hub ids, {_got(value)}") from None
+
+
+def _hub_id_items(instance: object, attribute: attrs.Attribute, value: tuple[object, ...]) -> None:
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise TypeError(f"{_where(instance, attribute)} must hold non-empty strings, {_got(item)}")
+
+
 @attrs.frozen
 class BackendSpec:
     """A training backend: turns a resolved `TrainConfig` into a trainer.
@@ -47,11 +99,11 @@ class BackendSpec:
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    create_trainer: Callable[[TrainConfig], Any]
-    unavailable_reason: str | None = None
+    create_trainer: Callable[[TrainConfig], Any] = attrs.field(validator=_callable)
+    unavailable_reason: str | None = attrs.field(default=None, validator=_optional_text)
     # Optional: `load_model(path, *, base_model=None, dtype="float32") -> (model, tokenizer)` for evaluation;
     # with `base_model`, `path` is a LoRA adapter to attach to it.
-    load_model: Callable[..., Any] | None = None
+    load_model: Callable[..., Any] | None = attrs.field(default=None, validator=_optional_callable)
 
     @property
     def available(self) -> bool:
@@ -71,11 +123,14 @@ class LossSpec:
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    fn: Callable[[LossInputs], torch.Tensor]
-    requires_reference: bool = True
-    needs_lengths: bool = False
-    params: dict[str, Any] = attrs.field(factory=dict)
-    validate: Callable[[float, float, dict[str, Any]], None] | None = None  # (beta, label_smoothing, params)
+    fn: Callable[[LossInputs], torch.Tensor] = attrs.field(validator=_callable)
+    requires_reference: bool = attrs.field(default=True, validator=_flag)
+    needs_lengths: bool = attrs.field(default=False, validator=_flag)
+    params: dict[str, Any] = attrs.field(factory=dict, validator=_options)
+    # (beta, label_smoothing, params)
+    validate: Callable[[float, float, dict[str, Any]], None] | None = attrs.field(
+        default=None, validator=_optional_callable
+    )
 
 
 @attrs.frozen
@@ -89,9 +144,9 @@ class DatasetAdapterSpec:
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    load: Callable[[DatasetRequest], PreferenceData]
-    dataset_names: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    options: dict[str, Any] = attrs.field(factory=dict)
+    load: Callable[[DatasetRequest], PreferenceData] = attrs.field(validator=_callable)
+    dataset_names: tuple[str, ...] = attrs.field(default=(), converter=_hub_ids, validator=_hub_id_items)
+    options: dict[str, Any] = attrs.field(factory=dict, validator=_options)
 
 
 @attrs.frozen
@@ -105,8 +160,8 @@ class MetricSpec:
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    compute: Callable[[Any], dict[str, float]]
-    needs_generation: bool = False
+    compute: Callable[[Any], dict[str, float]] = attrs.field(validator=_callable)
+    needs_generation: bool = attrs.field(default=False, validator=_flag)
 
 
 @attrs.frozen
@@ -119,7 +174,7 @@ class JudgeSpec:
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    create: Callable[[Any], Any]
+    create: Callable[[Any], Any] = attrs.field(validator=_callable)
 
 
 # Keyed by the plural noun used in the hook name and in `aligntune plugins list --json`.
