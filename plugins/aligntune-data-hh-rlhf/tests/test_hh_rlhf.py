@@ -114,7 +114,10 @@ def test_malformed_lines_are_errors_with_file_and_line_or_counted_skips(tmp_path
     with pytest.raises(DataError, match=rf"{path}, line 2, column \d+: invalid JSON"):
         load_preference_dataset("Anthropic/hh-rlhf", data_files=str(path))
     data = load_preference_data("Anthropic/hh-rlhf", data_files=str(path), on_malformed="skip")
-    assert data.report == {"read": 4, "kept": 1, "dropped": {"malformed": 3}}
+    assert {key: data.report[key] for key in ("read", "kept", "dropped")} == {"read": 4, "kept": 1,
+                                                                             "dropped": {"malformed": 3}}
+    assert data.report["adapter"]["name"] == "hh-rlhf"
+    assert data.report["adapter"]["distribution"] == "aligntune-data-hh-rlhf"
     path.write_text(good + "\n" + json.dumps({"chosen": 1, "rejected": "x"}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=rf"{path}, line 2: key 'chosen' must be a string, got int"):
         load_preference_dataset("Anthropic/hh-rlhf", data_files=str(path))
