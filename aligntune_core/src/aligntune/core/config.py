@@ -257,6 +257,7 @@ class TrainConfig:
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
     dataset_options: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of adapter options"))
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    streaming: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     prefix_sharing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
@@ -288,6 +289,12 @@ class TrainConfig:
             )
         if self.force_resume and self.resume_from_checkpoint in (None, False):
             raise InvalidValueError("force_resume", "only applies when resuming: set resume_from_checkpoint as well")
+        if self.streaming and self.max_steps is None:
+            raise InvalidValueError("streaming", "needs max_steps: a stream has no length, so num_epochs cannot say "
+                                                 "how many steps to train")
+        if self.streaming and self.precompute_ref_log_probs:
+            raise InvalidValueError("streaming", "cannot be combined with precompute_ref_log_probs (that needs a "
+                                                 "whole pass over the data before training)")
         if self.packing is True and self.prefix_sharing is False:
             raise InvalidValueError("packing", "packs prefix-shared pairs: it needs prefix_sharing true or unset")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:

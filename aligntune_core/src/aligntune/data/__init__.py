@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from aligntune.data.readers import file_format, iter_file_rows
 from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
 from aligntune.data.rows import rows_to_dataset, validate_rows
@@ -30,9 +32,13 @@ def load_preference_data(
     max_samples: int | None = None,
     strict: bool = False,
     dataset_adapter: str | None = None,
+    streaming: bool = False,
     **options: Any,
 ) -> PreferenceData:
-    """Load preference pairs and the adapter's report (rows read, kept, dropped by reason)."""
+    """Load preference pairs and the adapter's report (rows read, kept, dropped by reason).
+
+    `streaming=True` returns a `datasets.IterableDataset` read lazily (local files and hub datasets through the
+    generic adapter); its counts are in `PreferenceData.live_report` as the rows are read."""
     from aligntune.logging_setup import ensure_logging
 
     ensure_logging()
@@ -40,6 +46,9 @@ def load_preference_data(
     from aligntune.plugins import resolve_dataset_adapter
 
     adapter = resolve_dataset_adapter(dataset_name, dataset_adapter)
+    if streaming and not adapter.streaming:
+        raise DataError(f"dataset adapter {adapter.name!r} cannot stream; set streaming: false (it loads "
+                        f"{dataset_name!r} whole)")
     unknown = sorted(set(options) - set(adapter.options))
     if unknown:
         valid = ", ".join(sorted(adapter.options)) or "none"
@@ -52,12 +61,13 @@ def load_preference_data(
         max_samples=max_samples,
         strict=strict,
         options={**adapter.options, **options} if adapter.options else dict(options),
+        streaming=streaming,
     )
     data = adapter.load(request)
     from aligntune.plugins import dataset_adapter_provenance
 
     # What served the request is part of the report (and so of the run record): never a silent substitute.
-    return PreferenceData(dataset=data.dataset, report={**data.report, "adapter": dataset_adapter_provenance(adapter.name)})
+    return attrs.evolve(data, report={**data.report, "adapter": dataset_adapter_provenance(adapter.name)})
 
 
 def load_preference_dataset(

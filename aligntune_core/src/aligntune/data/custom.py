@@ -59,7 +59,8 @@ def load_hub_dataset(request: DatasetRequest):
     import datasets
 
     try:
-        return datasets.load_dataset(request.dataset_name, request.dataset_config, split=request.split)
+        return datasets.load_dataset(request.dataset_name, request.dataset_config, split=request.split,
+                                     streaming=request.streaming)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
         raise DataError(
             f"cannot load dataset {request.dataset_name!r} (config {request.dataset_config!r}, split "
@@ -79,6 +80,8 @@ def load(request: DatasetRequest) -> PreferenceData:
             f"the generic preference adapter takes no options, got: {', '.join(sorted(request.options))}"
         )
     paths = local_files(request)
+    if request.streaming:
+        return _stream(request, paths)
     if paths is not None:
         rows = iter_local_rows(paths)
     else:
@@ -96,10 +99,28 @@ def load(request: DatasetRequest) -> PreferenceData:
     return PreferenceData(dataset=dataset, report=report.as_dict())
 
 
+def _stream(request: DatasetRequest, paths: list[Path] | None) -> PreferenceData:
+    """The same rows, checked the same way, read lazily as training consumes them (an `IterableDataset`)."""
+    import datasets
+
+    report = DropReport()
+    hub = load_hub_dataset(request) if paths is None else None  # fails now, not at the first training step
+
+    def rows() -> Iterator[dict[str, Any]]:
+        report.restart()
+        source = iter_local_rows(paths) if paths is not None else _iter_hub_rows(hub, request.dataset_name,
+                                                                                  request.split)
+        yield from validate_rows(source, report=report, strict=request.strict, max_samples=request.max_samples)
+
+    dataset = datasets.IterableDataset.from_generator(rows)
+    return PreferenceData(dataset=dataset, report={"streaming": True}, live_report=report)
+
+
 @hookimpl
 def aligntune_dataset_adapters() -> Iterator[DatasetAdapterSpec]:
     yield DatasetAdapterSpec(
         name="preference",
         summary="Local files or hub datasets with prompt/chosen/rejected columns",
         load=load,
+        streaming=True,
     )

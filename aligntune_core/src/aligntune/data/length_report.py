@@ -7,6 +7,7 @@ disappears without a word.
 from __future__ import annotations
 
 import statistics
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,48 @@ log = structlog.get_logger("aligntune.data")
 PROMPT_FILLS_MAX_SEQ_LENGTH = "prompt_fills_max_seq_length"
 
 
+class LengthCounter:
+    """Counts pairs as they are tokenized (a whole dataset, or a stream as training reads it)."""
+
+    def __init__(self, *, max_seq_length: int | None, max_prompt_length: int | None,
+                 truncation_mode: str = "keep_start"):
+        self.max_seq_length = max_seq_length
+        self.max_prompt_length = max_prompt_length
+        self.truncation_mode = truncation_mode
+        self.pairs = self.dropped = self.prompt_cut = self.completion_cut = 0
+        self.prompt_lengths = array("l")
+
+    def add(self, prompt: int, chosen: int, rejected: int) -> bool:
+        """Count one pair (token counts as tokenized, before any prompt cut); False: it is dropped."""
+        self.pairs += 1
+        self.prompt_lengths.append(prompt)
+        if self.max_prompt_length is not None and prompt > self.max_prompt_length:
+            self.prompt_cut += 1
+            prompt = self.max_prompt_length
+        if self.max_seq_length is None:
+            return True
+        if self.truncation_mode == "keep_start" and prompt >= self.max_seq_length:
+            self.dropped += 1
+            return False
+        if prompt + max(chosen, rejected) > self.max_seq_length:
+            self.completion_cut += 1
+        return True
+
+    def report(self) -> dict[str, Any]:
+        lengths = self.prompt_lengths
+        return {
+            "pairs_in": self.pairs,
+            "pairs_kept": self.pairs - self.dropped,
+            "dropped": {PROMPT_FILLS_MAX_SEQ_LENGTH: self.dropped} if self.dropped else {},
+            "prompt_truncated": self.prompt_cut,
+            # keep_start cuts the end of the longer completion; keep_end cuts the start of the prompt instead
+            "completion_truncated" if self.truncation_mode == "keep_start" else "start_truncated": self.completion_cut,
+            "max_seq_length": self.max_seq_length,
+            "max_prompt_length": self.max_prompt_length,
+            "prompt_tokens": {"max": max(lengths, default=0), "median": statistics.median(lengths) if lengths else 0},
+        }
+
+
 def tokenization_report(
     lengths: Iterable[tuple[int, int, int]],
     *,
@@ -27,33 +70,11 @@ def tokenization_report(
     truncation_mode: str = "keep_start",
 ) -> dict[str, Any]:
     """`lengths`: (prompt, chosen, rejected) token counts of each pair as tokenized, before any prompt cut."""
-    pairs = dropped = prompt_cut = completion_cut = 0
-    prompt_lengths = []
+    counter = LengthCounter(max_seq_length=max_seq_length, max_prompt_length=max_prompt_length,
+                            truncation_mode=truncation_mode)
     for prompt, chosen, rejected in lengths:
-        pairs += 1
-        prompt_lengths.append(prompt)
-        if max_prompt_length is not None and prompt > max_prompt_length:
-            prompt_cut += 1
-            prompt = max_prompt_length
-        if max_seq_length is None:
-            continue
-        if truncation_mode == "keep_start" and prompt >= max_seq_length:
-            dropped += 1
-        elif prompt + max(chosen, rejected) > max_seq_length:
-            completion_cut += 1
-    report: dict[str, Any] = {
-        "pairs_in": pairs,
-        "pairs_kept": pairs - dropped,
-        "dropped": {PROMPT_FILLS_MAX_SEQ_LENGTH: dropped} if dropped else {},
-        "prompt_truncated": prompt_cut,
-        # keep_start cuts the end of the longer completion; keep_end cuts the start of the prompt instead
-        "completion_truncated" if truncation_mode == "keep_start" else "start_truncated": completion_cut,
-        "max_seq_length": max_seq_length,
-        "max_prompt_length": max_prompt_length,
-        "prompt_tokens": {"max": max(prompt_lengths, default=0),
-                          "median": statistics.median(prompt_lengths) if prompt_lengths else 0},
-    }
-    return report
+        counter.add(prompt, chosen, rejected)
+    return counter.report()
 
 
 def announce(report: dict[str, Any], dataset_name: str) -> None:

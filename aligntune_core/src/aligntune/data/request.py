@@ -22,6 +22,7 @@ class DatasetRequest:
     max_samples: int | None = None
     strict: bool = False
     options: dict[str, Any] = attrs.field(factory=dict)
+    streaming: bool = False  # rows read lazily as training consumes them (adapters with `streaming=True` only)
 
 
 @attrs.define
@@ -35,6 +36,11 @@ class DropReport:
     def drop(self, reason: str) -> None:
         self.dropped[reason] += 1
 
+    def restart(self) -> None:
+        """A new pass over a stream counts from zero (the record keeps the last pass's counts)."""
+        self.read = self.kept = 0
+        self.dropped.clear()
+
     def as_dict(self) -> dict[str, Any]:
         return {"read": self.read, "kept": self.kept, "dropped": dict(sorted(self.dropped.items()))}
 
@@ -43,5 +49,13 @@ class DropReport:
 class PreferenceData:
     """Rows with `prompt`, `chosen`, `rejected` (strings, or lists of {role, content} messages) and a report."""
 
-    dataset: datasets.Dataset
+    dataset: datasets.Dataset | datasets.IterableDataset
     report: dict[str, Any] = attrs.field(factory=dict)
+    # For a stream: the counts, filled in as training reads the rows (`report` cannot hold them up front).
+    live_report: DropReport | None = None
+
+    def report_now(self) -> dict[str, Any]:
+        """The report with a stream's counts as of now."""
+        if self.live_report is None:
+            return dict(self.report)
+        return {**self.report, **self.live_report.as_dict()}

@@ -140,6 +140,7 @@ class DatasetAdapterSpec:
     `dataset_names` are the hub ids this adapter handles (matched case-insensitively); an adapter with no names is
     only used when asked for by name (`dataset_adapter=`). `load(request)` imports its heavy libraries itself and
     returns `PreferenceData`. `options` lists the keyword options the adapter accepts, with their defaults.
+    `streaming=True` says `load` honours `request.streaming` (returns a `datasets.IterableDataset`).
     """
 
     name: str = attrs.field(validator=_valid_name)
@@ -147,6 +148,7 @@ class DatasetAdapterSpec:
     load: Callable[[DatasetRequest], PreferenceData] = attrs.field(validator=_callable)
     dataset_names: tuple[str, ...] = attrs.field(default=(), converter=_hub_ids, validator=_hub_id_items)
     options: dict[str, Any] = attrs.field(factory=dict, validator=_options)
+    streaming: bool = attrs.field(default=False, validator=_flag)
 
 
 @attrs.frozen

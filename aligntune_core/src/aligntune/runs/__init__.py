@@ -12,7 +12,7 @@ from aligntune.runs.checkpoints import (
     resolve_resume_checkpoint,
     write_json_atomic,
 )
-from aligntune.runs.fingerprint import resolved_path, run_fingerprint
+from aligntune.runs.fingerprint import resolved_path, run_fingerprint, stream_source_digest
 from aligntune.runs.guard import NonFiniteGuard, NonFiniteStop
 from aligntune.runs.interrupt import InterruptRequests
 from aligntune.runs.output_dir import (
@@ -41,5 +41,6 @@ __all__ = [
     "resolve_resume_checkpoint",
     "resolved_path",
     "run_fingerprint",
+    "stream_source_digest",
     "write_json_atomic",
 ]

@@ -35,6 +35,22 @@ def resolved_path(name: str) -> str:
     return str(path.resolve()) if path.exists() else name
 
 
+def stream_source_digest(config: TrainConfig) -> str:
+    """For a streamed dataset: where it comes from (local files by path, size and modification time; a hub dataset
+    by id, config and split), since its rows cannot be read ahead of training."""
+    from aligntune.data.custom import local_files
+    from aligntune.data.request import DatasetRequest
+
+    request = DatasetRequest(dataset_name=config.dataset_name, split=config.split, data_files=config.data_files,
+                             dataset_config=config.dataset_config)
+    paths = local_files(request)
+    if paths is None:
+        source: Any = {"hub": config.dataset_name, "config": config.dataset_config, "split": config.split}
+    else:
+        source = [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
+    return "stream:" + hashlib.blake2b(json.dumps(source).encode(), digest_size=16).hexdigest()
+
+
 def run_fingerprint(config: TrainConfig, *, train_data: str) -> dict[str, Any]:
     """`{"digest": ..., "values": {setting: value}}`; `train_data` is a digest of the tokenized training pairs."""
     values = {key: value for key, value in config.to_dict().items() if key not in NOT_RESULT_SETTINGS}

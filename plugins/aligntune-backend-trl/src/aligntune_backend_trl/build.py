@@ -123,7 +123,7 @@ def load_datasets(config: TrainConfig):
         dataset_adapter=config.dataset_adapter,
         **config.dataset_options,
     )
-    train = load_preference_data(config.dataset_name, split=config.split, **common)
+    train = load_preference_data(config.dataset_name, split=config.split, streaming=config.streaming, **common)
     evaluation = None
     if config.eval_enabled:
         eval_name = config.eval_dataset_name or config.dataset_name
@@ -131,7 +131,8 @@ def load_datasets(config: TrainConfig):
         if config.eval_dataset_name is not None:
             eval_common.update(data_files=None, dataset_config=None)
         evaluation = load_preference_data(eval_name, split=config.eval_split or "test", **eval_common)
-        if len(evaluation.dataset) == len(train.dataset) and evaluation.dataset[:3] == train.dataset[:3]:
+        if not config.streaming and len(evaluation.dataset) == len(train.dataset) and \
+                evaluation.dataset[:3] == train.dataset[:3]:
             log.warning(
                 "the evaluation data is the same as the training data (the source has no separate split "
                 f"{config.eval_split or 'test'!r}); eval metrics will not measure generalisation",
@@ -141,7 +142,8 @@ def load_datasets(config: TrainConfig):
 
 
 def _check_chat_template(dataset, tokenizer, model_name: str) -> None:
-    if len(dataset) and isinstance(dataset[0]["prompt"], list) and getattr(tokenizer, "chat_template", None) is None:
+    first = next(iter(dataset), None)  # a stream is peeked at, not read
+    if first is not None and isinstance(first["prompt"], list) and getattr(tokenizer, "chat_template", None) is None:
         raise ConfigError(
             f"the dataset is conversational (lists of messages) but the tokenizer of {model_name!r} has no chat "
             "template. Use a chat model, set tokenizer.chat_template, or give the data as plain strings."
@@ -247,6 +249,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     except OSError as exc:
         raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
     trainer.data_reports = {"train": train.report, "eval": evaluation.report if evaluation else None}
+    trainer.data_sources = {"train": train, "eval": evaluation}
     if collator is not None:
         implementation = getattr(trainer.model.config, "_attn_implementation", "sdpa")
         if implementation not in SHARED_ATTENTION:
@@ -256,7 +259,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
             )
     log.info(
         "trainer ready",
-        train_pairs=len(trainer.train_dataset),
+        train_pairs="streamed" if config.streaming else len(trainer.train_dataset),
         layout="two rows per pair" if collator is None else "packed prefix-shared" if collator.pack else "prefix-shared",
         reference="none (reference-free)" if reference_free else
         ("base model with adapter disabled" if config.use_lora else "separate copy" if trainer.ref_model is not None

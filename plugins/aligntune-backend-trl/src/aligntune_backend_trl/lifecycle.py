@@ -17,6 +17,7 @@ import attrs
 import structlog
 import torch
 from aligntune.core.run_record import build_run_record, write_run_record
+from aligntune.data.length_report import announce
 from aligntune.errors import ConfigError, NonFiniteError, ResumeError, TrainingInterrupted
 from aligntune.modeling import ref_cache
 from aligntune.runs import (
@@ -31,6 +32,7 @@ from aligntune.runs import (
     resolve_resume_checkpoint,
     resolved_path,
     run_fingerprint,
+    stream_source_digest,
     write_json_atomic,
 )
 from transformers import TrainerCallback
@@ -105,6 +107,7 @@ class RunLifecycleMixin:
 
     def _init_lifecycle(self, config) -> None:
         self.tokenization_reports: dict[str, dict[str, Any]] = {}
+        self._length_counters: dict[str, Any] = {}  # streams: counted as training reads them
         self._guard = NonFiniteGuard(policy=config.on_nonfinite, max_skipped=config.max_nonfinite_steps)
         self._run = RunState()
         self._interrupts: InterruptRequests | None = None
@@ -184,11 +187,12 @@ class RunLifecycleMixin:
 
     def run_fingerprint(self) -> dict[str, Any]:
         if self._fingerprint is None:
-            self._fingerprint = run_fingerprint(
-                self.aligntune_config,
-                train_data=ref_cache.data_fingerprint(
-                    self.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])),
-            )
+            if self.aligntune_config.streaming:  # a stream cannot be read twice: its source stands for it
+                train_data = stream_source_digest(self.aligntune_config)
+            else:
+                train_data = ref_cache.data_fingerprint(
+                    self.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]))
+            self._fingerprint = run_fingerprint(self.aligntune_config, train_data=train_data)
         return self._fingerprint
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -260,6 +264,11 @@ class RunLifecycleMixin:
                     raise
                 finally:
                     self._interrupts = None
+            if config.streaming:  # the pair accounting of a stream is complete only now
+                self._refresh_stream_reports()
+                for name, report in self.tokenization_reports.items():
+                    if report["pairs_in"]:
+                        announce(report, name)
             if interrupts.requested is not None:
                 self._run.stop_reason = "interrupted"
                 self._write_record(output_dir)
@@ -327,10 +336,18 @@ class RunLifecycleMixin:
         if self.is_world_process_zero():
             write_run_record(directory, self.run_record(model_saved=model_saved))
 
+    def _refresh_stream_reports(self) -> None:
+        for name, counter in self._length_counters.items():
+            self.tokenization_reports[name] = counter.report()
+
     def run_record(self, *, model_saved: bool = False) -> dict[str, Any]:
         """The record of this run; `model_saved`: whether the directory it goes into holds a model of it."""
+        self._refresh_stream_reports()
         summary = next((entry for entry in reversed(self.state.log_history) if "train_runtime" in entry), {})
-        reports = self.data_reports if hasattr(self, "data_reports") else {}
+        reports = dict(getattr(self, "data_reports", {}) or {})
+        for split, source in (getattr(self, "data_sources", {}) or {}).items():
+            if source is not None:  # a stream's counts as of now
+                reports[split] = source.report_now()
         data = {}
         for split, name in (("train", "train"), ("eval", "eval")):
             if reports.get(split) is not None or name in self.tokenization_reports:

@@ -21,12 +21,13 @@ from typing import Any
 import structlog
 
 import torch
+from datasets import IterableDataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from trl import DPOTrainer
 
 from aligntune.core.config import TrainConfig
-from aligntune.data.length_report import announce, tokenization_report
+from aligntune.data.length_report import LengthCounter, announce, tokenization_report
 from aligntune.losses import ResolvedLoss
 from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, split_pairs
 from aligntune.modeling import ref_cache
@@ -131,6 +132,8 @@ class AlignTuneDPOTrainer(RunLifecycleMixin, DPOTrainer):
     # -- data ------------------------------------------------------------------------------------------------------
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if isinstance(dataset, IterableDataset):
+            return self._prepare_stream(dataset, processing_class, args, dataset_name)
         limit = self.aligntune_config.max_prompt_length
         # Tokenize with no length limit, then count and drop here: TRL would drop pairs whose prompt fills
         # max_length without a word.
@@ -161,6 +164,30 @@ class AlignTuneDPOTrainer(RunLifecycleMixin, DPOTrainer):
             dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length,
                                      desc=f"Dropping fully truncated examples from {dataset_name} dataset")
         return dataset
+
+    def _prepare_stream(self, dataset, processing_class, args, dataset_name):
+        """A stream is tokenized (by TRL) and counted as training reads it; the counts reach the log and the run
+        record when training ends."""
+        limit = self.aligntune_config.max_prompt_length
+        max_length = args.max_length
+        args.max_length = None
+        try:
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        finally:
+            args.max_length = max_length
+        counter = LengthCounter(max_seq_length=max_length, max_prompt_length=limit,
+                                truncation_mode=args.truncation_mode)
+        self._length_counters[dataset_name] = counter
+
+        def count_and_cut(example):
+            keep = counter.add(len(example["prompt_ids"]), len(example["chosen_ids"]), len(example["rejected_ids"]))
+            if limit is not None:
+                example["prompt_ids"] = example["prompt_ids"][-limit:]
+            example["aligntune_keep"] = keep
+            return example
+
+        dataset = dataset.map(count_and_cut)
+        return dataset.filter(lambda example: example["aligntune_keep"]).remove_columns("aligntune_keep")
 
     # -- reference -------------------------------------------------------------------------------------------------
 
