@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,53 @@ def test_hub_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match=r"cannot load dataset 'someone/not-here'.*For local data pass a file"):
         load_preference_dataset("someone/not-here")
+
+
+LOAD_PEAK = """
+import re, sys
+import datasets, pyarrow
+from aligntune.data import load_preference_data
+
+def rss(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+with open("/proc/self/clear_refs", "w") as handle:  # peak RSS (VmHWM) := RSS now
+    handle.write("5")
+start = rss("VmRSS")
+data = load_preference_data(sys.argv[1])
+assert len(data.dataset) == int(sys.argv[2])
+print(rss("VmHWM") - start)
+"""
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv", "parquet"])
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="measures peak memory through Linux's /proc")
+def test_a_large_file_loads_in_about_its_own_size_of_memory(suffix, tmp_path):
+    """The small version of benchmarks/large_file_load.py (1 GB there): rows become Arrow a batch at a time, so
+    the peak is near the size of the data, not the 6x of holding every row as Python objects."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    words = " ".join(f"w{i}" for i in range(300))
+    rows = [{"prompt": f"{i} {words}", "chosen": f"{words} {i}", "rejected": f"{i}{words}"} for i in range(12000)]
+    path = tmp_path / f"pairs.{suffix}"
+    if suffix == "jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    elif suffix == "csv":
+        path.write_text("prompt,chosen,rejected\n" + "".join(f"{r['prompt']},{r['chosen']},{r['rejected']}\n"
+                                                             for r in rows), encoding="utf-8")
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    data_bytes = sum(len(value) for row in rows for value in row.values())  # ~60 MB of text
+    del rows
+
+    out = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(path), "12000"], capture_output=True, text=True,
+                         check=True)
+    grown = int(out.stdout.strip())  # the peak during the load above the memory in use when it started
+    # Measured: 1.66x for JSONL and CSV (7.0x when every row is held as a Python dict first); 3.2x for Parquet,
+    # whose reader decompresses a whole row group (here the whole file) before handing out batches.
+    limit = 4.0 if suffix == "parquet" else 2.5
+    assert grown < limit * data_bytes, (grown, data_bytes)

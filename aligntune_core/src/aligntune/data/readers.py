@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -105,24 +104,40 @@ def iter_json(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}, item {index}", row
 
 
+def _decoded_lines(path: Path, handle) -> Iterator[str]:
+    for number, raw in enumerate(handle, start=1):
+        yield _decode(path, raw, first_line=number)
+
+
 def iter_csv(path: Path) -> Iterator[tuple[str, Any]]:
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    """Row by row (a large file is never held whole), each line decoded on its own so a bad byte names its line."""
     try:
-        for row in reader:
-            yield f"{path}, line {reader.line_num}", row
-    except csv.Error as exc:
-        raise DataError(f"{path}, line {reader.line_num}: invalid CSV: {exc}") from None
+        with _open_binary(path) as handle:
+            reader = csv.DictReader(_decoded_lines(path, handle))
+            try:
+                for row in reader:
+                    yield f"{path}, line {reader.line_num}", row
+            except csv.Error as exc:
+                raise DataError(f"{path}, line {reader.line_num}: invalid CSV: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise _read_error(path, exc) from None
 
 
-def iter_parquet(path: Path) -> Iterator[tuple[str, Any]]:
+def iter_parquet(path: Path, batch_rows: int = 2000) -> Iterator[tuple[str, Any]]:
+    """A batch of rows at a time: a large file is never held whole as Python objects."""
     try:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+        index = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield f"{path}, row {index}", row
+                index += 1
+    except DataError:
+        raise
     except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
         raise _read_error(path, exc) from None
-    for index, row in enumerate(table.to_pylist()):
-        yield f"{path}, row {index}", row
 
 
 READERS = {"jsonl": iter_jsonl, "json": iter_json, "csv": iter_csv, "parquet": iter_parquet}

@@ -296,6 +296,9 @@ class RunLifecycleMixin:
             _log.info("run finished: model, tokenizer and aligntune_run.json saved", output_dir=str(output_dir),
                       steps=self.state.global_step, checkpoints=checkpoints or None,
                       record=str(output_dir / "aligntune_run.json"))
+        # Every process leaves together, once the main one has written everything: a process that tears down its
+        # process group while another is still working can be aborted by gloo (torchrun then fails the job).
+        self.accelerator.wait_for_everyone()
         return result
 
     def _resume_state(self, checkpoint) -> None:
