@@ -34,11 +34,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="resume even if the checkpoint was written with different settings")
     train.add_argument("--overwrite-output-dir", action="store_true",
                        help="replace the run in output_dir (its checkpoints and model are deleted first)")
+    legacy = train.add_argument_group("AlignTune 0.x flags (docs/migrating.md)")
+    legacy.add_argument("--config", dest="legacy_config", metavar="CONFIG.yaml",
+                        help="a config file (flat, or AlignTune 0.x's nested algo/model/datasets/train/logging)")
+    for flag, key, kind in (("--model", "model_name", str), ("--dataset", "dataset_name", str),
+                            ("--type", "algorithm", str), ("--algorithm", "algorithm", str),
+                            ("--backend", "backend", str), ("--output-dir", "output_dir", str),
+                            ("--epochs", "num_epochs", float), ("--batch-size", "batch_size", int),
+                            ("--learning-rate", "learning_rate", float), ("--max-steps", "max_steps", int),
+                            ("--beta", "beta", float)):
+        legacy.add_argument(flag, dest=f"flag_{key}", type=kind, metavar=key.upper(), default=None,
+                            help=f"the option {key}")
 
     evaluate = commands.add_parser("eval", help="evaluate a trained model (see docs/evaluation.md)")
     evaluate.add_argument("config", nargs="?", help="YAML file with EvalConfig options")
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override an option (value read as YAML; repeatable)")
+
+    commands.add_parser("info", help="versions, devices and plugins of this installation")
+    commands.add_parser("list-backends", help="installed training backends and whether they can run here")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
@@ -47,24 +61,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_values(args: argparse.Namespace) -> dict[str, object]:
+    return {name.removeprefix("flag_"): value for name, value in vars(args).items()
+            if name.startswith("flag_") and value is not None}
+
+
 def _train(args: argparse.Namespace) -> int:
-    if args.config is None and not args.overrides:
+    flags = _flag_values(args)
+    if args.config is not None and args.legacy_config is not None:
+        from aligntune.errors import ConfigError
+
+        raise ConfigError("give the config file once: as CONFIG or as --config")
+    config_file = args.config or args.legacy_config
+    if config_file is None and not args.overrides and not flags:
         from aligntune.demo.run import run_demo
 
         return run_demo()
     from aligntune.core.backend_factory import create_trainer_from_config
+    from aligntune.core.compat import announce_defaults, translate_options
     from aligntune.core.config import TrainConfig
     from aligntune.core.config_file import apply_overrides, load_yaml_options
 
-    values, lines = load_yaml_options(args.config) if args.config else ({}, {})
-    values = apply_overrides(values, args.overrides)
+    values, lines = load_yaml_options(config_file) if config_file else ({}, {})
+    values = apply_overrides({**values, **flags}, args.overrides)
+    translation = translate_options(values, lines)
+    values, lines = translation.options, translation.lines
     if args.resume is not None:
         values["resume_from_checkpoint"] = args.resume
     if args.force_resume:
         values["force_resume"] = True
     if args.overwrite_output_dir:
         values["overwrite_output_dir"] = True
-    config = TrainConfig.from_mapping(values, source=args.config, lines=lines)
+    config = TrainConfig.from_mapping(values, source=config_file, lines=lines)
+    announce_defaults(values, translation)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
     _end_process_group()
@@ -103,6 +132,48 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _info() -> int:
+    """Versions, devices and plugins: what a bug report needs."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    print(f"aligntune {__version__} (Python {platform.python_version()}, {platform.platform()})")
+    for name in ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth"):
+        try:
+            print(f"  {name:<13}{version(name)}")
+        except PackageNotFoundError:
+            print(f"  {name:<13}not installed")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+            print(f"devices: {torch.cuda.device_count()} CUDA ({names})")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            print("devices: Apple MPS")
+        else:
+            print(f"devices: CPU only ({torch.get_num_threads()} threads)")
+    except ImportError:
+        print("devices: unknown (torch is not installed)")
+    from aligntune.plugins import list_plugins
+
+    print("plugins: " + ", ".join(f"{p.name} {p.version} ({p.status})" for p in list_plugins()))
+    return 0
+
+
+def _list_backends() -> int:
+    from aligntune.core.backend_factory import list_backends
+
+    backends = list_backends()
+    if not backends:
+        print("No training backend is installed: pip install ./plugins/aligntune-backend-trl")
+        return 0
+    for entry in backends:
+        state = "available" if entry["available"] else f"unavailable: {entry['reason']}"
+        print(f"{entry['name']:<10}{state}  ({entry['distribution']} {entry['version']}) - {entry['summary']}")
+    return 0
+
+
 def _plugins_list(args: argparse.Namespace) -> int:
     from aligntune.plugins import list_plugins
 
@@ -137,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "info":
+            return _info()
+        if args.command == "list-backends":
+            return _list_backends()
         if args.command == "plugins" and args.plugins_command == "list":
             return _plugins_list(args)
         if args.command == "plugins":

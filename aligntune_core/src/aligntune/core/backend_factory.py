@@ -45,9 +45,38 @@ def create_trainer_from_config(config: TrainConfig, *, check_output_dir: bool = 
 def create_rl_trainer(**kwargs: Any) -> Any:
     """Build a trainer for preference fine-tuning. See docs/configuration.md for every option.
 
+    AlignTune 0.x keywords (`use_peft`, `config=`, `num_train_epochs`, ...) are accepted: docs/migrating.md.
     Returns the backend's trainer: it has `train()`, `evaluate()`, `save_model(path)` and `log_history`.
     """
+    from aligntune.core.compat import announce_defaults, translate_options
     from aligntune.logging_setup import ensure_logging
 
     ensure_logging()
-    return create_trainer_from_config(TrainConfig.from_mapping(kwargs), check_output_dir=False)
+    translation = translate_options(kwargs)
+    config = TrainConfig.from_mapping(translation.options)
+    announce_defaults(kwargs, translation)
+    return create_trainer_from_config(config, check_output_dir=False)
+
+
+def list_backends() -> list[dict[str, Any]]:
+    """Every installed training backend: `{name, available, reason, distribution, version, summary}`."""
+    from aligntune.plugins import list_plugins, registry
+
+    versions = {plugin.name: plugin.version for plugin in list_plugins()}
+    out = []
+    for provided in registry().all_provided("backends"):
+        record = provided.record
+        out.append({
+            "name": record.name,
+            "available": record.unavailable_reason is None and provided.plugin.status in ("ok", "unavailable"),
+            "reason": record.unavailable_reason or provided.plugin.error,
+            "distribution": provided.plugin.name,
+            "version": versions.get(provided.plugin.name, provided.plugin.version),
+            "summary": record.summary,
+        })
+    return out
+
+
+def get_backend_status() -> dict[str, Any]:
+    """What `aligntune plugins list` knows about backends, as a mapping: name -> {available, reason, ...}."""
+    return {entry["name"]: {key: value for key, value in entry.items() if key != "name"} for entry in list_backends()}

@@ -36,6 +36,7 @@ from aligntune.runs import (
     write_json_atomic,
 )
 from transformers import TrainerCallback
+from transformers.trainer_utils import TrainOutput
 from transformers.trainer_utils import rotate_checkpoints
 
 _log = structlog.get_logger("aligntune.backend.trl")
@@ -52,6 +53,37 @@ def _check_not_finished(checkpoint: Path) -> None:
             f"{checkpoint} is the last step of a finished run ({state['global_step']} of {state['max_steps']} steps): "
             f"there is nothing left to train; its model is in {checkpoint.parent}. Start a new run to train further."
         )
+
+
+class TrainResult(TrainOutput):
+    """transformers' `TrainOutput` (global_step, training_loss, metrics) that also answers AlignTune 0.x's keys:
+    `result["model_path"]`, `["final_loss"]` (the last logged loss), `["train_loss"]`, `["global_step"]`, and any
+    metric name."""
+
+    def __new__(cls, global_step: int, training_loss: float, metrics: dict[str, float], *, output_dir: str):
+        result = super().__new__(cls, global_step, training_loss, metrics)
+        result.metrics.setdefault("model_path", output_dir)
+        return result
+
+    def _as_dict(self) -> dict[str, Any]:
+        last_loss = self.metrics.get("last_window/loss", self.training_loss)
+        return {**self.metrics, "model_path": self.metrics["model_path"], "output_dir": self.metrics["model_path"],
+                "final_loss": last_loss, "train_loss": self.training_loss, "training_loss": self.training_loss,
+                "global_step": self.global_step}
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            values = self._as_dict()
+            if key not in values:
+                raise KeyError(f"{key!r}; the result has: {', '.join(sorted(values))}")
+            return values[key]
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._as_dict().get(key, default)
+
+    def keys(self):
+        return self._as_dict().keys()
 
 
 @attrs.define
@@ -299,7 +331,7 @@ class RunLifecycleMixin:
         # Every process leaves together, once the main one has written everything: a process that tears down its
         # process group while another is still working can be aborted by gloo (torchrun then fails the job).
         self.accelerator.wait_for_everyone()
-        return result
+        return TrainResult(*result, output_dir=str(output_dir))
 
     def _resume_state(self, checkpoint) -> None:
         saved = (checkpoint.marker or {}).get("run_state", {})
@@ -330,10 +362,12 @@ class RunLifecycleMixin:
 
     # -- outputs ---------------------------------------------------------------------------------------------------
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the model (or LoRA adapter), the tokenizer and `aligntune_run.json`."""
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> str:
+        """Save the model (or LoRA adapter), the tokenizer and `aligntune_run.json`; returns the directory."""
         super().save_model(output_dir, _internal_call=_internal_call)
-        self._write_record(Path(output_dir or self.args.output_dir), model_saved=True)
+        directory = Path(output_dir or self.args.output_dir)
+        self._write_record(directory, model_saved=True)
+        return str(directory)
 
     def _write_record(self, directory: Path, *, model_saved: bool = False) -> None:
         if self.is_world_process_zero():

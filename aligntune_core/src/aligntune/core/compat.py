@@ -1,0 +1,266 @@
+"""AlignTune 0.x names and shapes, mapped onto ours in this one module.
+
+Scripts, YAML files and command lines written for AlignTune 0.x (the library our DPO guide comes from) use other
+names for some options (`use_peft`, `num_train_epochs`, `config_name`, ...), a nested YAML layout (`algo`, `model`,
+`datasets`, `train`, `logging`) and a few special values (`backend="auto"`, `max_steps=-1`, `algorithm="DPO"`).
+`translate_options` turns them into `TrainConfig` options: a name with the same meaning is renamed, a trainer
+setting goes to `training_args`, and a name that means nothing for DPO here is refused with what to write instead.
+The rest of aligntune never sees the old names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from aligntune.errors import ConfigError
+
+log = structlog.get_logger("aligntune.compat")
+
+# Same meaning, another name.
+RENAMED = {
+    "use_peft": "use_lora",
+    "num_train_epochs": "num_epochs",
+    "epochs": "num_epochs",
+    "config_name": "dataset_config",
+    "per_device_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "max_length": "max_seq_length",
+    "save_interval": "save_steps",
+    "log_interval": "logging_steps",
+    "use_gradient_checkpointing": "gradient_checkpointing",
+    "name_or_path": "model_name",
+    "algo": "algorithm",
+}
+# Trainer settings: TRL DPOConfig / transformers TrainingArguments fields (their name -> the field).
+TRAINING_ARGS = {
+    "warmup_steps": "warmup_steps",
+    "warmup_ratio": "warmup_steps",  # transformers 5 reads a warmup_steps below 1 as a fraction of the steps
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "lr_scheduler": "lr_scheduler_type",
+    "lr_scheduler_type": "lr_scheduler_type",
+    "optimizer": "optim",
+    "optim": "optim",
+    "eval_steps": "eval_steps",
+    "eval_interval": "eval_steps",
+    "eval_strategy": "eval_strategy",
+    "save_strategy": "save_strategy",
+    "save_total_limit": "save_total_limit",
+    "logging_strategy": "logging_strategy",
+    "dataloader_num_workers": "dataloader_num_workers",
+    "data_seed": "data_seed",
+    "truncation_mode": "truncation_mode",
+    "rpo_alpha": "rpo_alpha",
+    "ld_alpha": "ld_alpha",
+    "use_weighting": "use_weighting",
+    "sync_ref_model": "sync_ref_model",
+    "ref_model_mixup_alpha": "ref_model_mixup_alpha",
+    "ref_model_sync_steps": "ref_model_sync_steps",
+    "padding_free": "padding_free",
+    "precompute_ref_batch_size": "precompute_ref_batch_size",
+    "run_name": "run_name",
+    "use_liger_kernel": "use_liger_kernel",
+    "load_best_model_at_end": "load_best_model_at_end",
+    "metric_for_best_model": "metric_for_best_model",
+    "greater_is_better": "greater_is_better",
+    "eval_batch_size": "per_device_eval_batch_size",
+    "per_device_eval_batch_size": "per_device_eval_batch_size",
+}
+# Model loading settings: passed to `from_pretrained` through TRL's model_init_kwargs.
+MODEL_INIT = {"trust_remote_code": "trust_remote_code", "device_map": "device_map"}
+# Names that exist in AlignTune 0.x but have no DPO meaning here, or are not supported: what to do instead.
+REFUSED = {
+    "column_mapping": "rename the columns to prompt/chosen/rejected first (datasets' rename_column, or a "
+                      "converted file), or use a dataset adapter plugin for that format",
+    "field_mappings": "rename the columns to prompt/chosen/rejected first, or use a dataset adapter plugin",
+    "processing_fn": "apply the function to the data first (datasets' map) and pass the result as a file",
+    "system_prompt": "put the system message in the prompt of conversational rows (a {role: system} message)",
+    "chat_template": "set tokenizer.chat_template on the model's tokenizer and save it with the model",
+    "val_split_ratio": "give held-out data: eval_dataset_name, or data_files={train: ..., test: ...} with eval_split",
+    "max_eval_samples": "max_samples applies to both the training and the evaluation data",
+    "percent": "use max_samples (a number of pairs)",
+    "quantization_config": "use load_in_4bit: true (QLoRA with nf4 and double quantisation)",
+}
+# AlignTune 0.x options of its PPO/GRPO trainers (and its own loggers): its DPO trainer ignored them, so they are
+# ignored here too — with a warning that names them.
+NOT_DPO = frozenset({
+    "loggers", "caching_enabled", "cache_dir", "enable_sample_logging", "sample_logging_prompts",
+    "reward_value_model", "reward_model_name", "reward_model_path", "train_custom_reward_model",
+    "reward_training_texts", "reward_functions", "reward_function_weights", "reward_training_base_model",
+    "reward_training_output_dir", "reward_value_loading_type", "reward_model_quantization",
+    "value_model_quantization", "reward_training", "reward_device", "kl_coef", "num_generations", "cliprange",
+    "cliprange_value", "vf_coef", "gamma", "lam", "whiten_rewards", "response_length", "rollout_batch_size",
+    "num_ppo_epochs", "temperature", "top_p", "kl_estimator", "mask_truncated_completions", "rewards",
+    "boost_factor", "min_weight", "max_spans", "answer_weight", "gbmpo_divergence_type", "sample_logging",
+})
+SUPPORTED_ALGORITHMS = ("dpo",)
+# Where their defaults differ from ours in a way that changes what is trained.
+DIFFERENT_DEFAULTS = {
+    "use_lora": "full fine-tuning with the trl backend (AlignTune 0.x: LoRA, use_peft=True)",
+    "learning_rate": "1e-6, the DPO guide's default (AlignTune 0.x: 2e-4)",
+    "num_epochs": "1 (AlignTune 0.x: 3)",
+    "max_steps": "no cap: every epoch runs (AlignTune 0.x: max_steps=100 silently capped the epochs)",
+}
+
+
+@attrs.frozen
+class Translation:
+    options: dict[str, Any]
+    lines: dict[str, int]
+    used_old_names: tuple[str, ...]
+
+
+def _nested_to_flat(config: Mapping[str, Any]) -> dict[str, Any]:
+    """AlignTune 0.x's nested layout (`algo`, `model`, `datasets`, `train`, `logging`) as one flat mapping."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in ("model", "train", "logging") and isinstance(value, Mapping):
+            flat.update(value)
+        elif key == "datasets" and isinstance(value, list):
+            if len(value) != 1 or not isinstance(value[0], Mapping):
+                raise ConfigError(
+                    f"datasets: aligntune trains on one dataset per run, got {len(value)}; give one entry (merge "
+                    "local files with data_files: [a.jsonl, b.jsonl])"
+                )
+            dataset = dict(value[0])
+            if "name" in dataset:
+                dataset["dataset_name"] = dataset.pop("name")
+            flat.update(dataset)
+        elif key == "dataset" and isinstance(value, Mapping):
+            dataset = dict(value)
+            if "name" in dataset:
+                dataset["dataset_name"] = dataset.pop("name")
+            flat.update(dataset)
+        else:
+            flat[key] = value
+    return flat
+
+
+def is_nested_config(values: Mapping[str, Any]) -> bool:
+    return any(isinstance(values.get(key), Mapping) for key in ("model", "train", "logging")) or isinstance(
+        values.get("datasets"), list)
+
+
+def load_config_argument(config: Any) -> dict[str, Any]:
+    """`config=`: a YAML path or a mapping, nested (AlignTune 0.x) or flat."""
+    from pathlib import Path
+
+    if isinstance(config, (str, Path)):
+        from aligntune.core.config_file import load_yaml_options
+
+        values, _ = load_yaml_options(config)
+    elif isinstance(config, Mapping):
+        values = dict(config)
+    else:
+        raise ConfigError(f"config: expected a YAML file path or a mapping, got {type(config).__name__}")
+    return _nested_to_flat(values) if is_nested_config(values) else values
+
+
+def translate_options(values: Mapping[str, Any], lines: Mapping[str, int] | None = None) -> Translation:
+    """Map AlignTune 0.x names and values onto `TrainConfig` options (see the module docstring)."""
+    values = dict(values)
+    if "config" in values:
+        base = load_config_argument(values.pop("config"))
+        values = {**base, **values}  # keywords override the file, as in AlignTune 0.x
+    if is_nested_config(values):
+        values = _nested_to_flat(values)
+    lines = dict(lines or {})
+    out: dict[str, Any] = {}
+    training_args = dict(values.pop("training_args", None) or {})
+    model_init = dict(training_args.get("model_init_kwargs") or {})
+    old: list[str] = []
+    ignored = sorted(key for key in values if key in NOT_DPO)
+    if ignored:
+        log.warning("ignored: these AlignTune 0.x options have no effect on DPO (as in AlignTune 0.x); remove them",
+                    options=ignored)
+    for key, value in values.items():
+        target = key
+        if key in NOT_DPO:
+            old.append(key)
+            continue
+        if key in REFUSED:
+            raise ConfigError(f"option {key!r} (AlignTune 0.x) is not supported: {REFUSED[key]}")
+        if key in RENAMED:
+            target = RENAMED[key]
+            if target in values and target != key:
+                raise ConfigError(f"options {key!r} and {target!r} are the same option; give one")
+        elif key in TRAINING_ARGS:
+            if value is not None:
+                training_args[TRAINING_ARGS[key]] = value
+            old.append(key)
+            continue
+        elif key in MODEL_INIT:
+            if value is not None and not (key == "device_map" and value == "auto"):
+                model_init[MODEL_INIT[key]] = value
+            old.append(key)
+            continue
+        elif key == "quantization":
+            out.update(_quantization(value))
+            old.append(key)
+            continue
+        elif key in ("fp16", "bf16"):
+            if value:
+                out["precision"] = key
+            old.append(key)
+            continue
+        if target != key:
+            old.append(key)
+            if key in lines:
+                lines[target] = lines.pop(key)
+        out[target] = _value(target, value)
+    if model_init:
+        training_args["model_init_kwargs"] = model_init
+    if training_args:
+        out["training_args"] = training_args
+    return Translation(options=out, lines=lines, used_old_names=tuple(old))
+
+
+def _value(key: str, value: Any) -> Any:
+    if key == "algorithm" and isinstance(value, str):
+        algorithm = value.strip().lower()
+        if algorithm not in SUPPORTED_ALGORITHMS:
+            raise ConfigError(f"algorithm {value!r}: aligntune trains the DPO family only (losses: see loss_type); "
+                              "use algorithm='dpo'")
+        return algorithm
+    if key == "backend" and isinstance(value, str):
+        backend = value.strip().lower()
+        if backend == "auto":
+            log.info("backend='auto' means 'trl' here (install aligntune-backend-unsloth and set backend='unsloth' "
+                     "for Unsloth)")
+            return "trl"
+        return backend
+    if key == "max_steps" and value in (-1, 0):
+        return None  # AlignTune 0.x / TRL: -1 means "no cap"
+    return value
+
+
+def _quantization(value: Any) -> dict[str, Any]:
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"quantization: expected a mapping such as {{load_in_4bit: true}}, got {value!r}")
+    unknown = sorted(set(value) - {"load_in_4bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
+                                   "bnb_4bit_compute_dtype"})
+    if unknown:
+        raise ConfigError(f"quantization: {', '.join(unknown)} not supported; aligntune offers load_in_4bit: true "
+                          "(nf4, double quantisation, bf16 compute)")
+    if value.get("bnb_4bit_quant_type", "nf4") != "nf4":
+        raise ConfigError("quantization.bnb_4bit_quant_type: only nf4 is supported")
+    return {"load_in_4bit": bool(value.get("load_in_4bit", False))}
+
+
+def announce_defaults(given: Mapping[str, Any], translation: Translation) -> None:
+    """Say which defaults apply where AlignTune 0.x's would have trained something else (never a silent switch)."""
+    missing = {key: text for key, text in DIFFERENT_DEFAULTS.items() if key not in translation.options}
+    if not missing:
+        return
+    fields = {key: text for key, text in missing.items()}
+    if translation.used_old_names:
+        log.warning("AlignTune 0.x options recognised; where its defaults differ, these apply (set them to choose)",
+                    renamed=list(translation.used_old_names), **fields)
+    else:
+        log.info("defaults in effect", **fields)

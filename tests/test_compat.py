@@ -1,0 +1,140 @@
+"""Coming from AlignTune 0.x: its create_rl_trainer keywords, nested YAML, flag-style CLI and return values work
+(or are refused with what to write instead), on the tiny local model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from aligntune.core.backend_factory import create_rl_trainer, get_backend_status, list_backends
+from aligntune.core.compat import translate_options
+from aligntune.errors import ConfigError
+
+TINY = dict(learning_rate=1e-3, precision="fp32", save_steps=None, logging_steps=1)
+
+
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        ({"use_peft": True}, {"use_lora": True}),
+        ({"num_train_epochs": 2}, {"num_epochs": 2}),
+        ({"config_name": "helpful-base"}, {"dataset_config": "helpful-base"}),
+        ({"per_device_train_batch_size": 8}, {"batch_size": 8}),
+        ({"max_length": 256}, {"max_seq_length": 256}),
+        ({"use_gradient_checkpointing": False}, {"gradient_checkpointing": False}),
+        ({"algorithm": "DPO"}, {"algorithm": "dpo"}),
+        ({"backend": "auto"}, {"backend": "trl"}),
+        ({"max_steps": -1}, {"max_steps": None}),
+        ({"fp16": True}, {"precision": "fp16"}),
+        ({"quantization": {"load_in_4bit": True}}, {"load_in_4bit": True}),
+        ({"warmup_ratio": 0.1}, {"training_args": {"warmup_steps": 0.1}}),
+        ({"lr_scheduler": "cosine"}, {"training_args": {"lr_scheduler_type": "cosine"}}),
+        ({"eval_strategy": "steps", "save_strategy": "no"},
+         {"training_args": {"eval_strategy": "steps", "save_strategy": "no"}}),
+        ({"trust_remote_code": True, "device_map": "auto"},
+         {"training_args": {"model_init_kwargs": {"trust_remote_code": True}}}),
+        ({"rewards": [{"type": "safety"}], "loggers": ["tensorboard"]}, {}),  # ignored by DPO there too (warned)
+    ],
+)
+def test_their_keywords_map_onto_ours(theirs, ours):
+    translated = translate_options({"model_name": "m", "dataset_name": "d", **theirs}).options
+    assert translated == {"model_name": "m", "dataset_name": "d", **ours}
+
+
+@pytest.mark.parametrize(
+    ("theirs", "message"),
+    [
+        ({"algorithm": "ppo"}, "aligntune trains the DPO family only"),
+        ({"column_mapping": {"question": "prompt"}}, "rename the columns to prompt/chosen/rejected"),
+        ({"val_split_ratio": 0.1}, "give held-out data: eval_dataset_name"),
+        ({"max_eval_samples": 10}, "max_samples applies to both"),
+        ({"use_peft": True, "use_lora": True}, "'use_peft' and 'use_lora' are the same option"),
+        ({"quantization": {"load_in_8bit": True}}, "load_in_8bit not supported"),
+        ({"datasets": [{"name": "a"}, {"name": "b"}]}, "one dataset per run"),
+    ],
+)
+def test_names_without_a_meaning_here_say_what_to_write_instead(theirs, message):
+    with pytest.raises(ConfigError, match=message):
+        translate_options({"model_name": "m", "dataset_name": "d", **theirs})
+
+
+NESTED = {
+    "algo": "dpo",
+    "model": {"name_or_path": None, "use_peft": True, "lora_r": 4, "precision": "fp32", "max_seq_length": 64},
+    "datasets": [{"name": None, "split": "train", "max_samples": 32}],
+    "train": {"epochs": 1, "per_device_batch_size": 8, "learning_rate": 1e-3, "beta": 0.2, "max_steps": 2},
+    "logging": {"output_dir": None, "report_to": "none"},
+}
+
+
+def _nested(tiny_model, pairs_jsonl, out) -> dict:
+    config = json.loads(json.dumps(NESTED))
+    config["model"]["name_or_path"] = str(tiny_model)
+    config["datasets"][0]["name"] = str(pairs_jsonl)
+    config["logging"]["output_dir"] = str(out)
+    return config
+
+
+def test_their_script_with_use_peft_trains_lora_and_answers_their_result_keys(tiny_model, pairs_jsonl, tmp_path):
+    trainer = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), algorithm="DPO",
+                                backend="auto", use_peft=True, lora_r=4, num_train_epochs=1, max_steps=2,
+                                batch_size=8, output_dir=str(tmp_path / "run"), warmup_ratio=0.0,
+                                save_strategy="no", **TINY)
+    results = trainer.train()
+    assert results["model_path"] == str(tmp_path / "run")
+    assert results["final_loss"] == results.metrics["last_window/loss"]
+    assert results["global_step"] == results.global_step == 2 and results[0] == 2  # still a TrainOutput
+    assert (tmp_path / "run" / "adapter_config.json").is_file()  # LoRA, as use_peft asked
+    record = json.loads((tmp_path / "run" / "aligntune_run.json").read_text())
+    assert record["use_lora"] is True
+    assert trainer.save_model(str(tmp_path / "again")) == str(tmp_path / "again")
+
+
+def test_their_nested_config_as_config_argument(tiny_model, pairs_jsonl, tmp_path):
+    out = tmp_path / "nested"
+    trainer = create_rl_trainer(config=_nested(tiny_model, pairs_jsonl, out))
+    trainer.train()
+    record = json.loads((out / "aligntune_run.json").read_text())
+    assert record["beta"] == 0.2 and record["use_lora"] is True and record["global_step"] == 2
+    # Keywords override the file, as in AlignTune 0.x.
+    path = tmp_path / "nested.yaml"
+    path.write_text(yaml.safe_dump(_nested(tiny_model, pairs_jsonl, tmp_path / "from-file")), encoding="utf-8")
+    trainer = create_rl_trainer(config=str(path), beta=0.3)
+    assert trainer.aligntune_config.beta == 0.3 and trainer.aligntune_config.lora_r == 4
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aligntune", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_their_cli_flags_and_nested_yaml(tiny_model, pairs_jsonl, tmp_path):
+    proc = _cli("train", "--model", str(tiny_model), "--dataset", str(pairs_jsonl), "--type", "dpo", "--backend",
+                "trl", "--max-steps", "1", "--output-dir", str(tmp_path / "flags"), "--set", "precision=fp32",
+                "--set", "save_steps=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "flags" / "aligntune_run.json").read_text())["global_step"] == 1
+    # Defaults that differ from AlignTune 0.x are said at start-up, never switched silently.
+    assert "defaults in effect" in proc.stderr and "AlignTune 0.x: LoRA" in proc.stderr
+    path = tmp_path / "nested.yaml"
+    path.write_text(yaml.safe_dump(_nested(tiny_model, pairs_jsonl, tmp_path / "nested")), encoding="utf-8")
+    for args in (["train", "--config", str(path)], ["train", str(path), "--overwrite-output-dir"]):
+        proc = _cli(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads((tmp_path / "nested" / "aligntune_run.json").read_text())["beta"] == 0.2
+
+
+def test_backend_listing_and_info():
+    backends = {entry["name"]: entry for entry in list_backends()}
+    assert backends["trl"]["available"] is True and backends["trl"]["distribution"] == "aligntune-backend-trl"
+    assert get_backend_status()["trl"]["available"] is True
+    listing = _cli("list-backends")
+    assert listing.returncode == 0 and listing.stdout.startswith("trl") and "available" in listing.stdout
+    info = _cli("info")
+    assert info.returncode == 0 and "transformers" in info.stdout and "devices:" in info.stdout
+    assert "aligntune-backend-trl" in info.stdout
