@@ -138,3 +138,13 @@ def test_backend_listing_and_info():
     info = _cli("info")
     assert info.returncode == 0 and "transformers" in info.stdout and "devices:" in info.stdout
     assert "aligntune-backend-trl" in info.stdout
+
+
+def test_the_migration_page_names_every_mapped_and_refused_name():
+    from pathlib import Path
+
+    from aligntune.core import compat
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "migrating.md").read_text(encoding="utf-8")
+    names = [*compat.RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT, *compat.REFUSED, *compat.NOT_DPO]
+    assert [name for name in names if f"`{name}`" not in page] == []

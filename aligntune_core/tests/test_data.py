@@ -97,7 +97,7 @@ def test_empty_and_identical_pairs_are_skipped_and_counted(tmp_path):
         "read": 6,
         "kept": 3,
         "dropped": {"empty_chosen": 1, "empty_rejected": 1, "identical_chosen_rejected": 1},
-        "adapter": {"name": "preference", "distribution": "aligntune", "version": data.report["adapter"]["version"]},
+        "adapter": {"name": "preference", "distribution": "aligntune-core", "version": data.report["adapter"]["version"]},
     }
 
 

@@ -65,7 +65,7 @@ def test_good_plugin_provides_its_loss_and_builtins_register_alongside(site):
     assert info["aligntune-loss-double"].version == "1.2.0"
     assert info["aligntune-loss-double"].provides["losses"] == ["double-hinge"]
     assert {"sigmoid", "hinge", "ipo", "double-hinge"} <= set(registry.names("losses"))
-    assert info["aligntune"].provides["dataset_adapters"] == ["preference"]
+    assert info["aligntune-core"].provides["dataset_adapters"] == ["preference"]
 
 
 def test_failing_import_is_recorded_and_the_rest_keeps_working(site):
@@ -105,7 +105,7 @@ def test_duplicate_names_error_names_both_distributions_and_versions(site):
     statuses = {p.name: p.status for p in registry.plugins}
     assert statuses["aligntune-loss-double"] == statuses["copycat-losses"] == "conflict"
     # Names nobody else claims still resolve.
-    assert registry.lookup("losses", "sigmoid").plugin.name == "aligntune"
+    assert registry.lookup("losses", "sigmoid").plugin.name == "aligntune-core"
 
 
 def test_invalid_record_name_fails_that_plugin_only(site):
@@ -178,13 +178,13 @@ def test_listing_json_shows_every_plugin_and_imports_no_heavy_library(site):
     listing_text, heavy_line = proc.stdout.rsplit("HEAVY=", 1)
     assert json.loads(heavy_line) == []
     records = {r["name"]: r for r in json.loads(listing_text)}
-    assert set(records["aligntune"]) == {"name", "version", "status", "provides", "error"}
-    assert {"sigmoid", "hinge", "ipo", "simpo", "sft", "discopop"} <= set(records["aligntune"]["provides"]["losses"])
+    assert set(records["aligntune-core"]) == {"name", "version", "status", "provides", "error"}
+    assert {"sigmoid", "hinge", "ipo", "simpo", "sft", "discopop"} <= set(records["aligntune-core"]["provides"]["losses"])
     assert records["aligntune-loss-double"]["provides"] == {
         "backends": [], "losses": ["double-hinge"], "dataset_adapters": [], "metrics": [], "judges": []
     }
-    assert records["aligntune"]["provides"]["metrics"] == ["reward_margin", "preference_accuracy", "win_rate"]
-    assert records["aligntune"]["provides"]["judges"] == ["reward_model"]
+    assert records["aligntune-core"]["provides"]["metrics"] == ["reward_margin", "preference_accuracy", "win_rate"]
+    assert records["aligntune-core"]["provides"]["judges"] == ["reward_model"]
     assert records["broken-plugin"]["status"] == "failed"
     assert "a_module_that_does_not_exist" in records["broken-plugin"]["error"]
 
@@ -331,7 +331,7 @@ def test_cli_commands_keep_working_with_broken_plugins_and_strict_mode_prints_on
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split()[2] for line in out.splitlines()[1:] if line.strip() and "(" not in line}
     assert rows["sig-plugin"] == rows["typo-plugin"] == "failed"
-    assert rows["aligntune"] == "ok"
+    assert rows["aligntune-core"] == "ok"
     assert "typo-plugin (failed): entry point 'typo = typo_mod' is invalid: aligntune_loss" in out
 
     monkeypatch.setenv("ALIGNTUNE_STRICT_PLUGINS", "1")
@@ -482,7 +482,7 @@ def test_allow_list_loads_only_the_named_distributions(site, monkeypatch):
     for name in ("broken-plugin", "exit-plugin"):
         assert info[name].status == "blocked"
         assert info[name].error == "not in ALIGNTUNE_ALLOW_PLUGINS"
-    assert info["aligntune"].status == "ok"  # the core's built-ins always load
+    assert info["aligntune-core"].status == "ok"  # the core's built-ins always load
     assert {"sigmoid", "double-hinge"} <= set(registry.names("losses"))
 
 
@@ -515,7 +515,7 @@ def test_cli_plugins_list_survives_a_plugin_that_calls_sys_exit(site):
     rows = {line.split()[0]: line.split() for line in table.splitlines()}
     assert rows["exit-plugin"][:3] == ["exit-plugin", "0.2", "failed"]
     assert rows["typo-plugin"][2] == "failed"
-    assert rows["aligntune"][2] == "ok"
+    assert rows["aligntune-core"][2] == "ok"
     assert (
         "exit-plugin (failed): entry point 'exit = exit_mod' failed to import: SystemExit: called sys.exit(3) "
         "(skip it with ALIGNTUNE_DISABLE_PLUGINS=exit-plugin)"
@@ -543,7 +543,7 @@ def test_a_plugin_cannot_take_over_the_users_own_file_and_the_report_names_the_a
                             {"grabber_mod": PATH_CLAIMER.replace("CLAIMED", repr(str(pairs_jsonl)))})
     data = load_preference_data(str(pairs_jsonl))
     assert len(data.dataset) == 64 and "foreign" not in data.dataset["chosen"]  # the user's 64 pairs, not its 8
-    assert data.report["adapter"] == {"name": "preference", "distribution": "aligntune",
+    assert data.report["adapter"] == {"name": "preference", "distribution": "aligntune-core",
                                       "version": data.report["adapter"]["version"]}
     # Asked for by name, the plugin serves the request, and the report says which distribution did.
     named = load_preference_data(str(pairs_jsonl), dataset_adapter="grabber")

@@ -6,7 +6,7 @@ Importing this package is cheap: torch, transformers and datasets are imported o
 from importlib.metadata import PackageNotFoundError, version
 
 try:
-    __version__ = version("aligntune")
+    __version__ = version("aligntune-core")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 

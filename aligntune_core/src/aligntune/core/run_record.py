@@ -14,7 +14,7 @@ from aligntune.core.config import TrainConfig
 from aligntune.errors import ConfigError
 
 RUN_FILE = "aligntune_run.json"
-_VERSIONED = ("aligntune", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth")
+_VERSIONED = ("aligntune-core", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth")
 
 
 def _versions() -> dict[str, Any]:

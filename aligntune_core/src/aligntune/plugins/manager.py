@@ -36,7 +36,7 @@ STRICT_ENV = "ALIGNTUNE_STRICT_PLUGINS"
 DISABLE_ENV = "ALIGNTUNE_DISABLE_PLUGINS"
 ALLOW_ENV = "ALIGNTUNE_ALLOW_PLUGINS"
 
-CORE_DISTRIBUTION = "aligntune"
+CORE_DISTRIBUTION = "aligntune-core"
 
 # Built-in plugin modules of the core, registered like any other plugin.
 BUILTIN_MODULES = ("aligntune.losses.builtin", "aligntune.data.custom", "aligntune.eval.builtin")
