@@ -148,3 +148,35 @@ def test_the_migration_page_names_every_mapped_and_refused_name():
     page = (Path(__file__).resolve().parents[1] / "docs" / "migrating.md").read_text(encoding="utf-8")
     names = [*compat.RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT, *compat.REFUSED, *compat.NOT_DPO]
     assert [name for name in names if f"`{name}`" not in page] == []
+
+
+def test_trainer_config_tokenizer_predict_and_push_to_hub(tiny_model, pairs_jsonl, tmp_path, monkeypatch):
+    import attrs
+
+    trainer = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), max_steps=1, batch_size=8,
+                                output_dir=str(tmp_path / "run"), **TINY)
+    assert trainer.config.max_steps == 1 and trainer.config.output_dir == str(tmp_path / "run")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        trainer.config.beta = 2.0  # a view, not a way to change a run behind its record
+    assert trainer.tokenizer is trainer.processing_class
+    with pytest.raises(ConfigError, match="holds no trained model yet"):
+        trainer.push_to_hub("someone/tiny-dpo")
+    trainer.train()
+    reply = trainer.predict("Q: what is 2 plus 3? A:", max_new_tokens=4)
+    # The same greedy decoding with plain transformers on the saved model gives the same text.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "run")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run").eval()
+    ids = tokenizer("Q: what is 2 plus 3? A:", return_tensors="pt")
+    expected = model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert reply == tokenizer.decode(expected[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert trainer.predict(["a", "b"], max_new_tokens=2) == [trainer.predict("a", max_new_tokens=2),
+                                                               trainer.predict("b", max_new_tokens=2)]
+    with pytest.raises(ConfigError, match="repo_id must be 'user/name'"):
+        trainer.push_to_hub("no-slash")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from aligntune.errors import AlignTuneError
+
+    with pytest.raises(AlignTuneError, match="push_to_hub 'someone/tiny-dpo' failed: .* The model stays in"):
+        trainer.push_to_hub("someone/tiny-dpo")  # offline: up to the upload call, and a clear error

@@ -31,6 +31,7 @@ from aligntune.data.length_report import LengthCounter, announce, tokenization_r
 from aligntune.losses import ResolvedLoss
 from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, split_pairs
 from aligntune.modeling import ref_cache
+from aligntune_backend_trl.conveniences import TrainerConveniences
 from aligntune_backend_trl.lifecycle import RunLifecycleMixin, StopOnSignal
 
 
@@ -103,7 +104,7 @@ def _pair_lengths(dataset):
         yield from zip(map(len, batch["prompt_ids"]), map(len, batch["chosen_ids"]), map(len, batch["rejected_ids"]))
 
 
-class AlignTuneDPOTrainer(RunLifecycleMixin, DPOTrainer):
+class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
     """A `trl.DPOTrainer` whose loss, log-probs and metrics come from aligntune's core."""
 
     def __init__(
