@@ -129,7 +129,7 @@ TRAIN_CASES = [
          message="key 'max_prompt_length': must be smaller than max_seq_length"),
     Case("label smoothing 0.5", {"label_smoothing": 0.5}, message="key 'label_smoothing': must be a number in [0, 0.5)"),
     Case("precision int8", {"precision": "int8"}, message="key 'precision': must be one of"),
-    Case("algorithm ppo", {"algorithm": "ppo"}, message="'ppo' is not supported; supported algorithms: dpo"),
+    Case("algorithm ppo", {"algorithm": "ppo"}, message="run.yaml, line 4: algorithm 'ppo': aligntune trains the DPO family only"),
     Case("lora dropout 1", {"lora_dropout": 1}, message="key 'lora_dropout': must be a number in [0, 1)"),
     Case("use_lora text", {"use_lora": "yes"}, message="key 'use_lora': must be true, false or null"),
     Case("on_nonfinite ignore", {"on_nonfinite": "ignore"}, message="key 'on_nonfinite': must be one of"),
@@ -316,3 +316,19 @@ def test_mistakes_in_a_subprocess_print_no_traceback(tiny_model, tmp_path):
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{config}, line 3, key 'seed': must be an integer in [0, 2**32)" in proc.stderr
+
+
+LEGACY_CASES = [
+    Case("0.x column_mapping", {"column_mapping": {"q": "prompt"}},
+         message="line 4: option 'column_mapping' (AlignTune 0.x) is not supported: rename the columns"),
+    Case("0.x use_peft and use_lora", {"use_peft": True, "use_lora": False},
+         message="line 4: options 'use_peft' and 'use_lora' are the same option; give one"),
+    Case("0.x 8-bit", {"quantization": {"load_in_8bit": True}}, message="line 4: quantization: load_in_8bit not"),
+    Case("training_args not a mapping", {"training_args": 5}, message="key 'training_args': must be a mapping"),
+    Case("0.x two datasets", raw_yaml="datasets: [{name: a}, {name: b}]", message="one dataset per run"),
+]
+
+
+@pytest.mark.parametrize("case", LEGACY_CASES, ids=lambda case: case.name)
+def test_an_alignTune_0x_mistake_is_one_clear_line(case, tiny_model, pairs_jsonl, tmp_path, capsys):
+    test_a_user_mistake_is_one_clear_line(case, tiny_model, pairs_jsonl, tmp_path, capsys)

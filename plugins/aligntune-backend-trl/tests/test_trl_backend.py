@@ -246,7 +246,7 @@ def test_bad_inputs_are_clear_errors(tiny_model, pairs_jsonl, tmp_path, monkeypa
     plugins.reset_registry()
     with pytest.raises(UnknownPluginError, match=r"unknown loss 'sigmiod'.*Did you mean 'sigmoid'"):
         create_rl_trainer(**base, loss_type="sigmiod")
-    with pytest.raises(ConfigError, match=r"'algorithm': 'ppo' is not supported; supported algorithms: dpo"):
+    with pytest.raises(ConfigError, match=r"algorithm 'ppo': aligntune trains the DPO family only"):
         create_rl_trainer(**base, algorithm="ppo")
     with pytest.raises(TypeError, match=r"unknown option\. Did you mean 'batch_size'"):
         create_rl_trainer(**base, batchsize=2)

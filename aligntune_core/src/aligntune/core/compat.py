@@ -160,8 +160,25 @@ def load_config_argument(config: Any) -> dict[str, Any]:
     return _nested_to_flat(values) if is_nested_config(values) else values
 
 
-def translate_options(values: Mapping[str, Any], lines: Mapping[str, int] | None = None) -> Translation:
-    """Map AlignTune 0.x names and values onto `TrainConfig` options (see the module docstring)."""
+def translate_options(values: Mapping[str, Any], lines: Mapping[str, int] | None = None, *,
+                      source: str | None = None) -> Translation:
+    """Map AlignTune 0.x names and values onto `TrainConfig` options (see the module docstring). With `source` (a
+    YAML file) and its `lines`, an error names the file and line."""
+    try:
+        return _translate(values, lines)
+    except _KeyError as exc:
+        where = f"{source}, line {lines[exc.key]}: " if source and lines and exc.key in lines else \
+            (f"{source}: " if source else "")
+        raise ConfigError(f"{where}{exc}") from None
+
+
+class _KeyError(ConfigError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Translation:
     values = dict(values)
     if "config" in values:
         base = load_config_argument(values.pop("config"))
@@ -170,53 +187,64 @@ def translate_options(values: Mapping[str, Any], lines: Mapping[str, int] | None
         values = _nested_to_flat(values)
     lines = dict(lines or {})
     out: dict[str, Any] = {}
-    training_args = dict(values.pop("training_args", None) or {})
-    model_init = dict(training_args.get("model_init_kwargs") or {})
+    given_training_args = values.pop("training_args", None)
+    if given_training_args is not None and not isinstance(given_training_args, Mapping):
+        out["training_args"] = given_training_args  # not a mapping: TrainConfig names the mistake
+        given_training_args = None
+    training_args = dict(given_training_args or {})
+    given_model_init = training_args.get("model_init_kwargs")
+    model_init = dict(given_model_init) if isinstance(given_model_init, Mapping) else {}
     old: list[str] = []
     ignored = sorted(key for key in values if key in NOT_DPO)
     if ignored:
         log.warning("ignored: these AlignTune 0.x options have no effect on DPO (as in AlignTune 0.x); remove them",
                     options=ignored)
     for key, value in values.items():
-        target = key
-        if key in NOT_DPO:
-            old.append(key)
-            continue
-        if key in REFUSED:
-            raise ConfigError(f"option {key!r} (AlignTune 0.x) is not supported: {REFUSED[key]}")
-        if key in RENAMED:
-            target = RENAMED[key]
-            if target in values and target != key:
-                raise ConfigError(f"options {key!r} and {target!r} are the same option; give one")
-        elif key in TRAINING_ARGS:
-            if value is not None:
-                training_args[TRAINING_ARGS[key]] = value
-            old.append(key)
-            continue
-        elif key in MODEL_INIT:
-            if value is not None and not (key == "device_map" and value == "auto"):
-                model_init[MODEL_INIT[key]] = value
-            old.append(key)
-            continue
-        elif key == "quantization":
-            out.update(_quantization(value))
-            old.append(key)
-            continue
-        elif key in ("fp16", "bf16"):
-            if value:
-                out["precision"] = key
-            old.append(key)
-            continue
-        if target != key:
+        try:
+            target = _translate_one(key, value, values, out, training_args, model_init, old)
+            if target is not None:
+                out[target] = _value(target, value)
+        except ConfigError as exc:
+            raise _KeyError(key, str(exc)) from None
+        if target is not None and target != key:
             old.append(key)
             if key in lines:
                 lines[target] = lines.pop(key)
-        out[target] = _value(target, value)
     if model_init:
         training_args["model_init_kwargs"] = model_init
-    if training_args:
+    if training_args and "training_args" not in out:
         out["training_args"] = training_args
     return Translation(options=out, lines=lines, used_old_names=tuple(old))
+
+
+def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[str, Any],
+                   training_args: dict[str, Any], model_init: dict[str, Any], old: list[str]) -> str | None:
+    """The option `key` becomes (None: handled here, into `out`/`training_args`/`model_init`)."""
+    if key in NOT_DPO:
+        old.append(key)
+        return None
+    if key in REFUSED:
+        raise ConfigError(f"option {key!r} (AlignTune 0.x) is not supported: {REFUSED[key]}")
+    if key in RENAMED:
+        target = RENAMED[key]
+        if target in values:
+            raise ConfigError(f"options {key!r} and {target!r} are the same option; give one")
+        return target
+    if key in TRAINING_ARGS:
+        if value is not None:
+            training_args[TRAINING_ARGS[key]] = value
+    elif key in MODEL_INIT:
+        if value is not None and not (key == "device_map" and value == "auto"):
+            model_init[MODEL_INIT[key]] = value
+    elif key == "quantization":
+        out.update(_quantization(value))
+    elif key in ("fp16", "bf16"):
+        if value:
+            out["precision"] = key
+    else:
+        return key
+    old.append(key)
+    return None
 
 
 def _value(key: str, value: Any) -> Any:
