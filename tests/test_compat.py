@@ -180,3 +180,36 @@ def test_trainer_config_tokenizer_predict_and_push_to_hub(tiny_model, pairs_json
 
     with pytest.raises(AlignTuneError, match="push_to_hub 'someone/tiny-dpo' failed: .* The model stays in"):
         trainer.push_to_hub("someone/tiny-dpo")  # offline: up to the upload call, and a clear error
+
+
+def test_their_documented_dpo_workflow_runs_unchanged_apart_from_model_data_and_device(tiny_model, pairs_jsonl,
+                                                                                         tmp_path):
+    """AlignTune 0.x's DPO example as its docs show it (train with their keywords, read `results["model_path"]`,
+    evaluate trained and base model through `aligntune.eval.runner`), with the model, data and GPU-only settings
+    swapped for local CPU ones."""
+    from aligntune.eval.runner import EvalConfig, run_eval
+
+    model_name, dataset_name, output_dir = str(tiny_model), str(pairs_jsonl), str(tmp_path / "dpo_trl")
+    trainer = create_rl_trainer(
+        model_name=model_name, dataset_name=dataset_name, algorithm="dpo", split="train", backend="trl",
+        num_epochs=1, batch_size=8, learning_rate=1e-3, max_seq_length=64,
+        quantization={"load_in_4bit": False},  # theirs: True (needs a CUDA GPU)
+        output_dir=output_dir, loggers=["tensorboard"],
+        rewards=[{"type": "coherence", "weight": 0.4, "params": {}}],  # a PPO setting their DPO ignores
+        precision="fp32",  # theirs: fp16 (GPU)
+        max_steps=3,
+    )
+    training_results = trainer.train()
+    trained_model_path = training_results["model_path"]
+    assert trained_model_path == output_dir and isinstance(training_results.get("final_loss"), float)
+    results = {}
+    for name, path in (("trained", trained_model_path), ("base", model_name)):
+        results[name] = run_eval(EvalConfig(
+            model_path=path, output_dir=f"{output_dir}/eval_results_{name}", device="cpu", task_type="dpo",
+            data_task_type="dpo", metrics=["kl_divergence", "win_rate", "reward_margin"],
+            reference_model_path=model_name, dataset_name=dataset_name, split="test", data_files={"test": dataset_name},
+            max_length=64, temperature=0.0, batch_size=8, max_samples=16, use_lora=False,
+        ))
+    assert results["base"]["reward_margin"] == pytest.approx(0.0, abs=1e-6)  # the base against itself
+    assert results["trained"]["reward_margin"] != pytest.approx(0.0, abs=1e-6)
+    assert "win_rate" in results["trained"].not_computed  # no judge: said, not invented

@@ -34,6 +34,26 @@ def test_eval_of_a_trained_model_equals_trainings_rewards(tiny_model, pairs_json
     assert results["reward_margin"] == pytest.approx(margin, abs=1e-4)
     assert results["preference_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
+    # AlignTune 0.x's form: the pairs passed in memory (a DatasetDict: its "test" split), their option names, and
+    # the extra metrics, which agree with training's own numbers where they overlap.
+    import datasets
+
+    from aligntune.eval.runner import EvalConfig as PastedConfig
+    from aligntune.eval.runner import run_eval as pasted_run_eval
+
+    pairs = datasets.DatasetDict({"test": datasets.Dataset.from_list(ARITHMETIC)})
+    pasted = pasted_run_eval(PastedConfig(model_path=str(out), output_dir=str(tmp_path / "eval_pasted"),
+                                          task_type="dpo", data_task_type="dpo", batch_size=16, max_length=512,
+                                          precision="fp32", metrics=["reward_margin", "reward_accuracy",
+                                                                     "implicit_reward", "log_ratio", "kl_divergence"]),
+                             pairs)
+    assert pasted["reward_margin"] == pytest.approx(results["reward_margin"], abs=1e-9)
+    assert pasted["reward_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert pasted["implicit_reward_margin"] == pytest.approx(margin, abs=1e-4)
+    assert pasted["implicit_reward_chosen"] - pasted["implicit_reward_rejected"] == pytest.approx(margin, abs=1e-4)
+    assert pasted["log_ratio"] == pytest.approx(pasted["kl_divergence"], abs=1e-9)
+    assert pasted["log_ratio_chosen"] - pasted["log_ratio_rejected"] == pytest.approx(margin / 0.2, abs=1e-3)
+
 
 def test_lora_adapter_on_its_base_model(tiny_model, pairs_jsonl, tmp_path):
     out = tmp_path / "lora"
@@ -55,6 +75,13 @@ def test_lora_adapter_on_its_base_model(tiny_model, pairs_jsonl, tmp_path):
     base = run_eval(EvalConfig(reference_model_path=str(tiny_model), output_dir=str(tmp_path / "eval3"),
                                dataset_name=str(pairs_jsonl), split="train", batch_size=16))
     assert base["reward_margin"] == 0.0
+    # The guide's base-model form keeps use_lora and base_model and only leaves out model_path: it evaluates the
+    # base model (against itself: margin 0, every pair a tie counted 1/2), it is not refused.
+    guide_base = run_eval(EvalConfig(use_lora=True, base_model=str(tiny_model), reference_model_path=str(tiny_model),
+                                     output_dir=str(tmp_path / "eval4"), dataset_name=str(pairs_jsonl),
+                                     split="train", batch_size=16))
+    assert guide_base["reward_margin"] == 0.0
+    assert guide_base["preference_accuracy"] == 0.5 and guide_base["preference_accuracy_ties"] == len(ARITHMETIC)
 
 
 def test_eval_cli_prints_the_table(tiny_model, tiny_policy, pairs_jsonl, tmp_path):

@@ -183,7 +183,9 @@ def test_listing_json_shows_every_plugin_and_imports_no_heavy_library(site):
     assert records["aligntune-loss-double"]["provides"] == {
         "backends": [], "losses": ["double-hinge"], "dataset_adapters": [], "metrics": [], "judges": []
     }
-    assert records["aligntune-core"]["provides"]["metrics"] == ["reward_margin", "preference_accuracy", "win_rate"]
+    assert records["aligntune-core"]["provides"]["metrics"] == [
+        "reward_margin", "preference_accuracy", "win_rate", "kl_divergence", "log_ratio", "implicit_reward",
+        "calibration", "reward_accuracy", "policy_entropy"]
     assert records["aligntune-core"]["provides"]["judges"] == ["reward_model"]
     assert records["broken-plugin"]["status"] == "failed"
     assert "a_module_that_does_not_exist" in records["broken-plugin"]["error"]

@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
 
     values, lines = load_yaml_options(config_file) if config_file else ({}, {})
     values = apply_overrides({**values, **flags}, args.overrides)
-    translation = translate_options(values, lines)
+    translation = translate_options(values, lines, source=config_file)
     values, lines = translation.options, translation.lines
     if args.resume is not None:
         values["resume_from_checkpoint"] = args.resume
@@ -115,19 +115,14 @@ def _end_process_group() -> None:
 def _eval(args: argparse.Namespace) -> int:
     from aligntune.core.config_file import apply_overrides, load_yaml_options
     from aligntune.eval.core import EvalConfig, run_eval
+    from aligntune.eval.report import format_table
 
     values, lines = load_yaml_options(args.config) if args.config else ({}, {})
     values = apply_overrides(values, args.overrides)
     config = EvalConfig.from_mapping(values, source=args.config, lines=lines)
-    results = run_eval(config)
-    names = list(dict.fromkeys(config.metrics))
-    width = max(len(name) for name in names)
+    results = run_eval(config)  # with strict_metrics, a metric that cannot be computed is an error (exit 2)
     print()
-    print(f"{'metric'.ljust(width)}  {'value':>9}  95% interval")
-    for name in names:
-        low, high = results.get(f"{name}_ci95_low"), results.get(f"{name}_ci95_high")
-        interval = f"[{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
-        print(f"{name.ljust(width)}  {results[name]:>9.4f}  {interval}")
+    print(format_table(results, list(dict.fromkeys(config.metrics)), results.not_computed))
     print(f"\nresults.json, per_example.jsonl, report.md and reward_margins.png in {config.output_dir}")
     return 0
 

@@ -1,15 +1,18 @@
-"""`EvalConfig`: what to evaluate, against which reference, on which data, with which metrics."""
+"""`EvalConfig`: what to evaluate, against which reference, on which data, with which metrics.
+
+AlignTune 0.x option names are accepted where they mean something here (see `aligntune.eval.compat`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from aligntune.core.config import (
-    _check,
     InvalidValueError,
+    _check,
     _is_int,
     _is_number,
     _non_empty_str,
@@ -17,6 +20,9 @@ from aligntune.core.config import (
     config_from_mapping,
     keyword_checked,
 )
+from aligntune.data.rows import COLUMNS
+from aligntune.errors import ConfigError
+from aligntune.eval.compat import ALIASES, translate_options
 
 TASK_TYPES = ("dpo",)
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -24,25 +30,84 @@ DEFAULT_METRICS = ("reward_margin", "preference_accuracy")
 
 
 def _metric_list(value: Any) -> list[str]:
+    if value is None:  # AlignTune 0.x's "not set"
+        return list(DEFAULT_METRICS)
     if isinstance(value, str):
         return [value]
-    return list(value)
+    return list(value) if isinstance(value, (list, tuple)) else value  # anything else: the validator names it
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def _device(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and bool(_DEVICE.match(value)))
+
+
+def _check_column_mapping(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """`{your column: prompt | chosen | rejected}`, as in AlignTune 0.x (source -> target)."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidValueError(attribute.name, f"must be a mapping of your column names to prompt, chosen or "
+                                                f"rejected, got {value!r}")
+    wrong = {source: target for source, target in value.items() if target not in COLUMNS}
+    if wrong:
+        hint = ""
+        if all(source in COLUMNS for source in wrong):  # written target -> source
+            hint = f"; it maps your column to ours, e.g. {{{next(iter(wrong.values()))!r}: {next(iter(wrong))!r}}}"
+        raise InvalidValueError(attribute.name, f"maps to {sorted(set(wrong.values()))}, but the targets must be "
+                                                f"{', '.join(COLUMNS)}{hint}")
+    targets = list(value.values())
+    repeated = sorted({t for t in targets if targets.count(t) > 1})
+    if repeated:
+        raise InvalidValueError(attribute.name, f"maps several columns to {repeated[0]!r}; map one column to each "
+                                                f"of {', '.join(COLUMNS)}")
+
+
+def accepts_aligntune_0x(cls: type) -> type:
+    """Translate AlignTune 0.x option names (and refuse the ones with no meaning here) before the keyword check."""
+    checked_init = cls.__init__
+
+    def __init__(self, **kwargs: Any) -> None:
+        checked_init(self, **translate_options(kwargs))
+
+    __init__.__doc__ = cls.__doc__
+    cls.__init__ = __init__
+    return cls
+
+
+@attrs.frozen
+class Decoding:
+    """How win-rate responses are generated (the same for the policy and the reference)."""
+
+    do_sample: bool
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+
+
+@accepts_aligntune_0x
 @keyword_checked
 @attrs.frozen(kw_only=True, init=False)
 class EvalConfig:
-    """Evaluation settings. Missing values are read back from the `aligntune_run.json` next to the model."""
+    """Evaluation settings. Missing values are read back from the `aligntune_run.json` next to the model.
+
+    `dataset_name` may be left out when the data is passed to `run_eval(config, dataset=...)`."""
 
     output_dir: str = attrs.field(converter=str, validator=_check(_non_empty_str, "a directory for the results"))
-    dataset_name: str = attrs.field(validator=_check(_non_empty_str, "a dataset id or a local file/directory"))
+    dataset_name: str | None = attrs.field(
+        default=None, validator=_check(_optional(_non_empty_str), "a dataset id or a local file/directory"))
     model_path: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a model path"))
     task_type: str = attrs.field(default="dpo", validator=_check(lambda v: v in TASK_TYPES, f"one of {TASK_TYPES}"))
-    data_task_type: str = attrs.field(default="dpo", validator=_check(lambda v: v in TASK_TYPES, f"one of {TASK_TYPES}"))
+    # None: AlignTune 0.x's "the same as task_type".
+    data_task_type: str = attrs.field(default="dpo", converter=lambda v: "dpo" if v is None else v,
+                                      validator=_check(lambda v: v in TASK_TYPES, f"one of {TASK_TYPES}"))
     metrics: list[str] = attrs.field(
         factory=lambda: list(DEFAULT_METRICS),
         converter=_metric_list,
-        validator=_check(lambda v: bool(v) and all(isinstance(m, str) for m in v), "a non-empty list of metric names"),
+        validator=_check(lambda v: isinstance(v, list) and bool(v) and all(isinstance(m, str) for m in v),
+                         "a non-empty list of metric names"),
     )
     reference_model_path: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a model id or path")
@@ -76,26 +141,65 @@ class EvalConfig:
         default=None, validator=_check(_optional(_non_empty_str), "a sequence-classification model id or path")
     )
     max_new_tokens: int = attrs.field(default=128, validator=_check(lambda v: _is_int(v) and v > 0, "an integer >= 1"))
-    do_sample: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
-    temperature: float = attrs.field(default=1.0, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
-    top_p: float = attrs.field(default=1.0, validator=_check(lambda v: _is_number(v) and 0 < v <= 1, "in (0, 1]"))
+    # None: sample when temperature (> 0), top_p or top_k is given, else greedy (AlignTune 0.x's rule).
+    do_sample: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null"))
+    temperature: float | None = attrs.field(
+        default=None, validator=_check(_optional(lambda v: _is_number(v) and v >= 0),
+                                       "a number >= 0 (0: greedy decoding) or null"))
+    top_p: float | None = attrs.field(
+        default=None, validator=_check(_optional(lambda v: _is_number(v) and 0 < v <= 1), "in (0, 1] or null"))
+    top_k: int | None = attrs.field(
+        default=None, validator=_check(_optional(lambda v: _is_int(v) and v > 0), "an integer >= 1 or null"))
     seed: int = attrs.field(default=42, validator=_check(_is_int, "an integer"))
     dtype: str = attrs.field(default="float32", validator=_check(lambda v: v in DTYPES, f"one of {DTYPES}"))
+    # None/"auto": cuda when available, else cpu.
+    device: str | None = attrs.field(
+        default=None, validator=_check(_device, "auto, cpu, cuda, cuda:N or mps"))
+    column_mapping: dict[str, str] | None = attrs.field(default=None, validator=_check_column_mapping)
+    strict_metrics: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
 
     def __attrs_post_init__(self) -> None:
-        if self.use_lora and self.model_path is None:
-            raise InvalidValueError("use_lora", "evaluates a LoRA adapter: set model_path to the adapter directory")
+        if self.do_sample and self.temperature == 0:
+            raise InvalidValueError("temperature", "0 means greedy decoding, but do_sample is true: set temperature "
+                                                   "> 0 to sample, or leave out do_sample")
         if self.base_model is not None and not self.use_lora and self.model_path is not None:
             raise InvalidValueError(
                 "base_model",
                 "is only used with use_lora=true (an adapter on a base model); a full model in model_path needs none",
             )
 
+    def decoding(self) -> Decoding:
+        """Greedy unless sampling is asked for; temperature 0 is greedy (AlignTune 0.x's `temperature=0.0`)."""
+        if self.temperature == 0:
+            return Decoding(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sample = self.do_sample
+        if sample is None:
+            sample = self.temperature is not None or self.top_p is not None or self.top_k is not None
+        if not sample:
+            return Decoding(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return Decoding(do_sample=True, temperature=1.0 if self.temperature is None else float(self.temperature),
+                        top_p=1.0 if self.top_p is None else float(self.top_p), top_k=self.top_k)
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], *, source: str | None = None,
                      lines: Mapping[str, int] | None = None) -> EvalConfig:
-        return config_from_mapping(cls, values, source=source, lines=lines, required=("output_dir", "dataset_name"),
-                                   docs="docs/evaluation.md")
+        """From YAML: AlignTune 0.x names are translated first, so errors still name the file, line and key.
+        `dataset_name` is required here (a file cannot pass a dataset object)."""
+        lines = lines or {}
+
+        def where(key: str) -> str:
+            if source and key in lines:
+                return f"{source}, line {lines[key]}, key {key!r}"
+            return f"{source}, key {key!r}" if source else f"option {key!r}"
+
+        try:
+            translated = translate_options(values, where=where)
+        except InvalidValueError as exc:
+            raise ConfigError(f"{where(exc.key)}: {exc.detail}") from None
+        lines = {**lines, **{target: lines[alias] for alias, target in ALIASES.items() if alias in lines}}
+        return config_from_mapping(cls, translated, source=source, lines=lines,
+                                   required=("output_dir", "dataset_name"), docs="docs/evaluation.md")
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -1,8 +1,9 @@
-"""`run_eval`: reward margin, preference accuracy and win rate of a preference-tuned model.
+"""`run_eval`: reward margin, preference accuracy, win rate and the other metrics of a preference-tuned model.
 
     from aligntune.eval.core import EvalConfig, run_eval
     results = run_eval(EvalConfig(model_path="output/run", output_dir="output/run/eval", dataset_name="pairs.jsonl",
                                   metrics=["reward_margin", "preference_accuracy"]))
+    results = run_eval(EvalConfig(model_path="output/run", output_dir="output/run/eval"), dataset=my_dataset)
 
 Definitions are in docs/evaluation.md.
 """
@@ -10,8 +11,9 @@ Definitions are in docs/evaluation.md.
 from __future__ import annotations
 
 import contextlib
-import os
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,28 @@ import structlog
 
 from aligntune.errors import ConfigError
 from aligntune.eval.config import EvalConfig
+from aligntune.eval.context import NotComputed
+from aligntune.eval.data import DATASET_REQUIRED
 
-__all__ = ["EvalConfig", "run_eval"]
+__all__ = ["EvalConfig", "EvalResults", "run_eval"]
 
 log = structlog.get_logger("aligntune.eval")
+
+NO_JUDGE_REASON = "no judge is configured to score the generated responses"
+NO_JUDGE_ADD = "judge_model_path=<a sequence-classification reward model, hub id or path>"
+
+
+class NoJudgeError(ConfigError):
+    """A metric that needs a judge was requested and no judge is configured."""
+
+
+class EvalResults(dict):
+    """`{metric: value, <metric>_<detail>: value, ...}`; a requested metric that could not be computed has the value
+    NaN (never a made-up number), and `not_computed[name]` says why and what to add."""
+
+    def __init__(self, values: dict[str, float], not_computed: dict[str, NotComputed] | None = None) -> None:
+        super().__init__(values)
+        self.not_computed: dict[str, NotComputed] = dict(not_computed or {})
 
 
 def _resolve_metrics(config: EvalConfig):
@@ -36,10 +56,12 @@ def _resolve_judge(config: EvalConfig):
 
     name = config.judge or ("reward_model" if config.judge_model_path else None)
     if name is None:
-        raise ConfigError(
+        raise NoJudgeError(
             "win_rate needs a judge to score the generated responses, and none is configured: set "
             "judge_model_path to a sequence-classification reward model (the built-in 'reward_model' judge), or "
-            "judge to the name of an installed judge plugin. win_rate is never replaced by another metric."
+            "judge to the name of an installed judge plugin. win_rate is never replaced by another metric "
+            "(strict_metrics=true makes a metric that cannot be computed an error; without it, the others are "
+            "computed and win_rate is reported as not computed)."
         )
     return get_judge(name)
 
@@ -49,22 +71,6 @@ def _unique_prompts(rows: list[dict[str, Any]]) -> list[Any]:
     for row in rows:
         seen.setdefault(json.dumps(row["prompt"], sort_keys=True), row["prompt"])
     return list(seen.values())
-
-
-def _split(config: EvalConfig) -> str:
-    """The split to score. A single local file has no splits: scoring it as "test" would label the training data
-    as held-out, so there the split must be given."""
-    if config.split is not None:
-        return config.split
-    single_file = (config.data_files is None and Path(config.dataset_name).expanduser().is_file()) or isinstance(
-        config.data_files, (str, list, tuple))
-    if single_file:
-        raise ConfigError(
-            f"dataset {config.dataset_name!r} is a single file with no splits, and split is not set: it would be "
-            "scored and labelled as the 'test' split even if it is the training data. Set split explicitly (e.g. "
-            "split: test for a held-out file), or give data_files={train: ..., test: ...}."
-        )
-    return "test"
 
 
 def _check_output_dir(directory: Path) -> None:
@@ -79,35 +85,63 @@ def _check_output_dir(directory: Path) -> None:
         raise ConfigError(f"output_dir {directory}: not writable")
 
 
-def run_eval(config: EvalConfig) -> dict[str, float]:
-    """Evaluate; returns `{metric: value, <metric>_<detail>: value, ...}` and writes the files into output_dir."""
+def _metrics_without_judge(config: EvalConfig, metric_specs: list) -> tuple[Any, dict[str, NotComputed]]:
+    """The judge's spec; or, when none is configured and strict_metrics is off, None and the metrics that need one
+    (reported as not computed: the others still are)."""
+    try:
+        return _resolve_judge(config), {}
+    except NoJudgeError:
+        if config.strict_metrics:
+            raise
+    skipped = {spec.name: NotComputed(reason=NO_JUDGE_REASON, add=NO_JUDGE_ADD)
+               for spec in metric_specs if spec.needs_generation}
+    for name, entry in skipped.items():
+        log.warning("metric not computed", metric=name, reason=entry.reason, add=entry.add,
+                    hint="strict_metrics=true makes this an error")
+    return None, skipped
+
+
+def run_eval(config: EvalConfig, dataset: Any = None, *, dataset_dict: Any = None) -> EvalResults:
+    """Evaluate; returns `{metric: value, <metric>_<detail>: value, ...}` and writes the files into output_dir.
+
+    `dataset` (or AlignTune 0.x's `dataset_dict`): a `datasets.Dataset`, a `DatasetDict` (its `config.split`, else
+    "test") or a list of {prompt, chosen, rejected} dicts, scored instead of loading `dataset_name`."""
     from aligntune.logging_setup import ensure_logging
 
     ensure_logging()
     import torch
 
-    from aligntune.data import load_preference_data
     from aligntune.eval.context import Comparison, EvalContext
+    from aligntune.eval.data import load_eval_data
     from aligntune.eval.generation import generate
-    from aligntune.eval.models import load_models
+    from aligntune.eval.models import load_models, resolve_device, unsloth_backend
     from aligntune.eval.plan import resolve_plan
     from aligntune.eval.report import write_report
     from aligntune.eval.scoring import score_pairs
 
     if not isinstance(config, EvalConfig):
         raise TypeError(f"run_eval expects an EvalConfig, got {type(config).__name__}")
+    if dataset is not None and dataset_dict is not None:
+        raise ConfigError("run_eval got both dataset and dataset_dict (AlignTune 0.x's name for it); pass one")
+    dataset = dataset if dataset is not None else dataset_dict
+    if dataset is None and config.dataset_name is None:
+        raise ConfigError(DATASET_REQUIRED)  # before any work
     metric_specs = _resolve_metrics(config)
-    needs_generation = any(spec.needs_generation for spec in metric_specs)
-    judge_spec = _resolve_judge(config) if needs_generation else None
+    judge_spec, not_computed = None, {}
+    if any(spec.needs_generation for spec in metric_specs):
+        judge_spec, not_computed = _metrics_without_judge(config, metric_specs)
+    computed_specs = [spec for spec in metric_specs if spec.name not in not_computed]
+    needs_generation = any(spec.needs_generation for spec in computed_specs)
+    if config.use_unsloth:
+        unsloth_backend()  # before any work: a missing plugin names use_unsloth and what to install
+    else:
+        resolve_device(config.device)
     _check_output_dir(Path(config.output_dir))
     plan = resolve_plan(config)
-    data = load_preference_data(
-        config.dataset_name, split=_split(config), data_files=config.data_files, dataset_config=config.dataset_config,
-        max_samples=config.max_samples, dataset_adapter=config.dataset_adapter, **config.dataset_options,
-    )
+    data, data_label, split = load_eval_data(config, dataset)
     rows = data.dataset.to_list()
     log.info("evaluating", policy=plan.policy_path, reference=plan.reference_path, beta=plan.beta, pairs=len(rows),
-             metrics=[spec.name for spec in metric_specs])
+             metrics=[spec.name for spec in computed_specs], not_computed=sorted(not_computed) or None)
     torch.manual_seed(config.seed)
     models = load_models(config, plan)
     pairs = score_pairs(models, rows, batch_size=config.batch_size)
@@ -133,14 +167,19 @@ def run_eval(config: EvalConfig) -> dict[str, float]:
         ]
 
     context = EvalContext(pairs=pairs, comparisons=comparisons, beta=plan.beta, config=config)
-    results: dict[str, float] = {}
+    values: dict[str, float] = {}
     for spec in metric_specs:
-        values = spec.compute(context)
-        if spec.name not in values:
+        if spec.name in not_computed:
+            values[spec.name] = math.nan  # never a made-up value; results.json writes null
+            continue
+        computed = spec.compute(context)
+        if spec.name not in computed:
             raise ConfigError(f"metric plugin {spec.name!r} did not return a value under its own name")
-        results.update({key: float(value) for key, value in values.items()})
+        values.update({key: float(value) for key, value in computed.items()})
+    results = EvalResults(values, not_computed)
     write_report(Path(config.output_dir), results=results, context=context, rows=rows, plan=plan.as_dict(),
-                 config=config.to_dict(), data_report=data.report, metric_names=[s.name for s in metric_specs])
+                 config=config.to_dict(), data_report=data.report, metric_names=[s.name for s in metric_specs],
+                 data_label=data_label, split=split, not_computed=not_computed)
     log.info("evaluation written", output_dir=config.output_dir,
-             **{spec.name: round(results[spec.name], 4) for spec in metric_specs})
+             **{spec.name: round(results[spec.name], 4) for spec in computed_specs})
     return results

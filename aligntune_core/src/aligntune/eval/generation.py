@@ -20,7 +20,9 @@ def prompt_ids(tokenizer, prompt: Any) -> list[int]:
 
 def generate(model, tokenizer, prompts: Sequence[Any], config: EvalConfig, *, context, desc: str,
              max_prompt_length: int | None = None) -> list[str]:
-    """Decode greedily unless `do_sample`; each prompt is seeded with `seed + index` so both models draw alike."""
+    """Decode as `config.decoding()` says (greedy unless sampling is asked for); when sampling, each prompt is
+    seeded with `seed + index` so both models draw alike."""
+    decoding = config.decoding()
     device = next(model.parameters()).device
     responses = []
     with torch.no_grad(), context():
@@ -31,12 +33,14 @@ def generate(model, tokenizer, prompts: Sequence[Any], config: EvalConfig, *, co
             input_ids = torch.tensor([ids], device=device)
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=config.max_new_tokens,
-                do_sample=config.do_sample,
+                do_sample=decoding.do_sample,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            if config.do_sample:
-                kwargs.update(temperature=config.temperature, top_p=config.top_p)
+            if decoding.do_sample:
+                kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+                if decoding.top_k is not None:
+                    kwargs.update(top_k=decoding.top_k)
                 torch.manual_seed(config.seed + index)
             output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
             responses.append(tokenizer.decode(output[0, len(ids):], skip_special_tokens=True))

@@ -20,7 +20,7 @@ class RewardModelJudge:
     """Scores `prompt + response` with a reward model: the logit of a one-label head, or the log-probability of
     the last label of a multi-label head."""
 
-    def __init__(self, path: str, dtype: str = "float32", max_length: int = 2048):
+    def __init__(self, path: str, dtype: str = "float32", max_length: int = 2048, device: Any = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -31,6 +31,8 @@ class RewardModelJudge:
             ).eval()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load the judge reward model {path!r}: {exc}") from None
+        if device is not None:
+            self.model = self.model.to(device)
         self.max_length = max_length
 
     def score(self, prompts: Sequence[Any], responses: Sequence[str]) -> list[float]:
@@ -52,4 +54,6 @@ def create_reward_model_judge(config) -> RewardModelJudge:
         raise ConfigError(
             "the reward_model judge needs judge_model_path: a sequence-classification reward model (hub id or path)"
         )
-    return RewardModelJudge(config.judge_model_path, dtype=config.dtype)
+    from aligntune.eval.models import resolve_device
+
+    return RewardModelJudge(config.judge_model_path, dtype=config.dtype, device=resolve_device(config.device))

@@ -75,26 +75,73 @@ def _attach_adapter(base, adapter_dir: str):
     return PeftModel.from_pretrained(base, adapter_dir).eval()
 
 
+def resolve_device(name: str | None):
+    """`device` as a torch device: None/"auto" is cuda when available, else cpu."""
+    import torch
+
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available here (torch {torch.__version__}); set "
+                              "device: cpu, or leave device out to use a GPU when there is one")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: there are {torch.cuda.device_count()} CUDA device(s) here; "
+                              f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps': Apple's MPS is not available here; set device: cpu")
+    return torch.device(name)
+
+
+def unsloth_backend():
+    """The Unsloth backend plugin for `use_unsloth=true`, with an error that names the option when it is missing."""
+    from aligntune.errors import BackendUnavailableError, PluginError, UnknownPluginError
+    from aligntune.plugins import get_backend
+
+    try:
+        backend = get_backend("unsloth")
+    except UnknownPluginError as exc:
+        raise UnknownPluginError(
+            "use_unsloth=true loads the models through the Unsloth backend plugin, which is not installed: pip "
+            "install aligntune-backend-unsloth, or set use_unsloth: false to load them with transformers. "
+            f"({exc})") from None
+    except BackendUnavailableError as exc:
+        raise BackendUnavailableError(
+            f"use_unsloth=true: the Unsloth backend plugin cannot run here ({exc}); set use_unsloth: false to load "
+            "the models with transformers") from None
+    except PluginError as exc:
+        raise type(exc)(f"use_unsloth=true: {exc}") from None
+    if getattr(backend, "load_model", None) is None:
+        raise ConfigError("use_unsloth=true: the installed Unsloth backend cannot load models for evaluation (it "
+                          "has no load_model); upgrade aligntune-backend-unsloth, or set use_unsloth: false")
+    return backend
+
+
+def _place(model, device):
+    """Move a model loaded on the CPU to `device` (models already dispatched across devices stay where they are)."""
+    if getattr(model, "hf_device_map", None):
+        return model
+    return model.to(device)
+
+
 def load_models(config: EvalConfig, plan: EvalPlan) -> LoadedModels:
     if config.use_unsloth:
-        from aligntune.plugins import get_backend
-
-        backend = get_backend("unsloth")
-        loader = getattr(backend, "load_model", None)
-        if loader is None:
-            raise ConfigError("the installed unsloth backend cannot load models for evaluation (no load_model)")
+        loader = unsloth_backend().load_model
         policy, tokenizer = loader(plan.policy_path, base_model=plan.policy_adapter_on, dtype=config.dtype)
         reference = None
         if not (plan.reference_is_policy or plan.reference_is_policy_base):
             reference, _ = loader(plan.reference_path, base_model=None, dtype=config.dtype)
         return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)
 
+    device = resolve_device(config.device)
     tokenizer = _load_tokenizer(plan.tokenizer_path, plan.policy_adapter_on or plan.reference_path)
     if plan.policy_adapter_on is not None:
         policy = _attach_adapter(_load_causal_lm(plan.policy_adapter_on, config.dtype), plan.policy_path)
     else:
         policy = _load_causal_lm(plan.policy_path, config.dtype)
+    policy = _place(policy, device)
     reference = None
     if not (plan.reference_is_policy or plan.reference_is_policy_base):
-        reference = _load_causal_lm(plan.reference_path, config.dtype)
+        reference = _place(_load_causal_lm(plan.reference_path, config.dtype), device)
     return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)

@@ -59,7 +59,11 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
     trained_from = (record or {}).get("model_name")
 
     base_model = config.base_model
-    if config.use_lora and base_model is None:
+    if config.use_lora and config.model_path is None:
+        # The guide's base-model form: the same config without model_path evaluates the base model itself.
+        log.info("no model_path: evaluating the base model (use_lora has no adapter to apply)",
+                 base_model=base_model or config.reference_model_path)
+    elif config.use_lora and base_model is None:
         base_model = (record or {}).get("base_model") or trained_from
         if base_model is None:
             raise ConfigError(
@@ -73,7 +77,8 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
             raise ConfigError("nothing to evaluate: set model_path (the trained model) or reference_model_path")
         raise ConfigError(
             f"reference_model_path is not set and {config.model_path}/{RUN_FILE} does not say which model the run "
-            "started from; set reference_model_path"
+            "started from; set reference_model_path (to evaluate a base model on its own, leave out model_path and "
+            "set reference_model_path or base_model to it)"
         )
 
     if config.model_path is None:
