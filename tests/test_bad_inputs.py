@@ -218,7 +218,7 @@ EVAL_CASES = [
          {"model_path": str(tmp / "empty")}, message="model_path="),
     Case("eval output_dir is a file", command="eval",
          setup=lambda tmp, m, d: {**_eval_model(tmp, m, d), **_file_as("output_dir")(tmp, m, d), "split": "train"},
-         message="is a file; give a directory for the evaluation results"),
+         message="is a file, not a directory: give a directory for the evaluation results"),
     Case("eval single file without split", command="eval", setup=_eval_model,
          message="is a single file with no splits, and split is not set"),
     Case("eval corrupt record", command="eval", setup=_eval_corrupt_record,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from aligntune.errors import ConfigError
 from aligntune.eval.config import EvalConfig
 from aligntune.eval.context import NotComputed
 from aligntune.eval.data import DATASET_REQUIRED
+from aligntune.runs.output_dir import check_writable_dir
 
 __all__ = ["EvalConfig", "EvalResults", "run_eval"]
 
@@ -71,18 +71,6 @@ def _unique_prompts(rows: list[dict[str, Any]]) -> list[Any]:
     for row in rows:
         seen.setdefault(json.dumps(row["prompt"], sort_keys=True), row["prompt"])
     return list(seen.values())
-
-
-def _check_output_dir(directory: Path) -> None:
-    """Before any scoring: the results must have somewhere to go."""
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"output_dir {directory} is a file; give a directory for the evaluation results")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"output_dir {directory}: cannot create it ({exc.strerror or exc})") from None
-    if not os.access(directory, os.W_OK):
-        raise ConfigError(f"output_dir {directory}: not writable")
 
 
 def _metrics_without_judge(config: EvalConfig, metric_specs: list) -> tuple[Any, dict[str, NotComputed]]:
@@ -136,7 +124,8 @@ def run_eval(config: EvalConfig, dataset: Any = None, *, dataset_dict: Any = Non
         unsloth_backend()  # before any work: a missing plugin names use_unsloth and what to install
     else:
         resolve_device(config.device)
-    _check_output_dir(Path(config.output_dir))
+    # Before any scoring: the results must have somewhere to go.
+    check_writable_dir(Path(config.output_dir), hint="give a directory for the evaluation results", error=ConfigError)
     plan = resolve_plan(config)
     data, data_label, split = load_eval_data(config, dataset)
     rows = data.dataset.to_list()

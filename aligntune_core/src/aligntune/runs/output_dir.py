@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from aligntune.errors import OutputDirError, ResumeError
+from aligntune.errors import AlignTuneError, OutputDirError, ResumeError
 from aligntune.runs.checkpoints import RUN_FILE, latest_complete_checkpoint, list_checkpoints
 
 if TYPE_CHECKING:
@@ -207,16 +207,17 @@ def check_not_locked(directory: str | Path) -> None:
         OutputDirLock(directory).acquire().release()
 
 
-def _check_writable(directory: Path) -> None:
+def check_writable_dir(directory: Path, *, hint: str = "choose another output_dir",
+                       error: type[AlignTuneError] = OutputDirError) -> None:
+    """`directory` exists (created if needed) and can be written: checked before any long work starts."""
     if directory.exists() and not directory.is_dir():
-        raise OutputDirError(f"output_dir {directory} is a file, not a directory: choose another output_dir")
+        raise error(f"output_dir {directory} is a file, not a directory: {hint}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputDirError(f"output_dir {directory}: cannot create it ({exc.strerror or exc}); choose another "
-                             "output_dir") from None
+        raise error(f"output_dir {directory}: cannot create it ({exc.strerror or exc}); {hint}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputDirError(f"output_dir {directory}: not writable by this user; choose another output_dir")
+        raise error(f"output_dir {directory}: not writable by this user; {hint}")
 
 
 def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> TrainConfig:
@@ -228,7 +229,7 @@ def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> T
     import attrs
 
     output_dir = resolve_output_dir(config)
-    _check_writable(Path(output_dir))
+    check_writable_dir(Path(output_dir))
     check_not_locked(output_dir)
     resume = config.resume_from_checkpoint
     if resume in (None, False):

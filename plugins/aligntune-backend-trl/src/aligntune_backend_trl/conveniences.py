@@ -29,7 +29,6 @@ class TrainerConveniences:
         if not single and not many:
             return super().predict(prompts, *args, **kwargs)
         import torch
-
         from aligntune.eval.generation import prompt_ids
 
         model = self.accelerator.unwrap_model(self.model)

@@ -36,8 +36,7 @@ from aligntune.runs import (
     write_json_atomic,
 )
 from transformers import TrainerCallback
-from transformers.trainer_utils import TrainOutput
-from transformers.trainer_utils import rotate_checkpoints
+from transformers.trainer_utils import TrainOutput, rotate_checkpoints
 
 _log = structlog.get_logger("aligntune.backend.trl")
 
