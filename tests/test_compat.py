@@ -39,6 +39,9 @@ TINY = dict(learning_rate=1e-3, precision="fp32", save_steps=None, logging_steps
         ({"trust_remote_code": True, "device_map": "auto"},
          {"training_args": {"model_init_kwargs": {"trust_remote_code": True}}}),
         ({"rewards": [{"type": "safety"}], "loggers": ["tensorboard"]}, {}),  # ignored by DPO there too (warned)
+        ({"discopop_tau": 0.1, "loss_type": "discopop"}, {"loss_type": "discopop", "loss_params": {"discopop_tau": 0.1}}),
+        ({"model_init_kwargs": {"attn_implementation": "eager"}, "disable_dropout": True},
+         {"training_args": {"disable_dropout": True, "model_init_kwargs": {"attn_implementation": "eager"}}}),
     ],
 )
 def test_their_keywords_map_onto_ours(theirs, ours):
@@ -56,6 +59,9 @@ def test_their_keywords_map_onto_ours(theirs, ours):
         ({"use_peft": True, "use_lora": True}, "'use_peft' and 'use_lora' are the same option"),
         ({"quantization": {"load_in_8bit": True}}, "load_in_8bit not supported"),
         ({"datasets": [{"name": "a"}, {"name": "b"}]}, "one dataset per run"),
+        ({"max_completion_length": 256}, "max_seq_length bounds prompt \\+ completion"),
+        ({"f_divergence_type": "js_divergence"}, "f-divergence DPO is not among aligntune's losses"),
+        ({"model_init_kwargs": "eager"}, "model_init_kwargs: expected a mapping"),
     ],
 )
 def test_names_without_a_meaning_here_say_what_to_write_instead(theirs, message):

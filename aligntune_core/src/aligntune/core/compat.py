@@ -69,7 +69,12 @@ TRAINING_ARGS = {
     "greater_is_better": "greater_is_better",
     "eval_batch_size": "per_device_eval_batch_size",
     "per_device_eval_batch_size": "per_device_eval_batch_size",
+    "disable_dropout": "disable_dropout",
+    "dataset_num_proc": "dataset_num_proc",
+    "pad_token": "pad_token",
 }
+# Loss parameters (aligntune's losses read them from loss_params).
+LOSS_PARAMS = {"discopop_tau": "discopop_tau"}
 # Model loading settings: passed to `from_pretrained` through TRL's model_init_kwargs.
 MODEL_INIT = {"trust_remote_code": "trust_remote_code", "device_map": "device_map"}
 # Names that exist in AlignTune 0.x but have no DPO meaning here, or are not supported: what to do instead.
@@ -84,6 +89,26 @@ REFUSED = {
     "max_eval_samples": "max_samples applies to both the training and the evaluation data",
     "percent": "use max_samples (a number of pairs)",
     "quantization_config": "use load_in_4bit: true (QLoRA with nf4 and double quantisation)",
+    "max_completion_length": "max_seq_length bounds prompt + completion, max_prompt_length the prompt",
+    "max_target_length": "max_seq_length bounds prompt + completion, max_prompt_length the prompt",
+    "f_divergence_type": "f-divergence DPO is not among aligntune's losses; choose a loss_type (aligntune plugins "
+                         "list) or add one as a loss plugin (docs/plugins/writing-a-loss.md)",
+    "f_alpha_divergence_coef": "f-divergence DPO is not among aligntune's losses; choose a loss_type",
+    "use_liger_loss": "aligntune computes the loss itself (prefix-shared log-probs); use_liger_kernel still applies",
+    "ref_model_init_kwargs": "the reference is the model itself (or its base under LoRA): it loads like model_name",
+    "force_use_ref_model": "with LoRA the reference is the base with the adapter disabled; for a separate "
+                           "reference copy, train without LoRA",
+    "model_adapter_name": "aligntune trains one LoRA adapter per run; load a model with an adapter merged instead",
+    "ref_adapter_name": "aligntune trains one LoRA adapter per run; load a model with an adapter merged instead",
+    "use_logits_to_keep": "aligntune already computes log-probs on completion tokens only",
+    "label_pad_token_id": "aligntune masks padding itself; nothing to set",
+    "dataset_weight": "one dataset per run; mix the data beforehand",
+    "tools": "give tool messages in conversational prompts ({role: tool})",
+    "preserve_columns": "extra columns are ignored; prompt/chosen/rejected are what is trained on",
+    "processing_batched": "apply the function to the data first (datasets' map) and pass the result as a file",
+    "processing_fn_kwargs": "apply the function to the data first (datasets' map) and pass the result as a file",
+    "dpo_eval_enabled": "evaluate after training with aligntune eval / run_eval (docs/evaluation.md)",
+    "dpo_eval_max_samples": "evaluate after training with run_eval(EvalConfig(max_samples=...))",
 }
 # AlignTune 0.x options of its PPO/GRPO trainers (and its own loggers): its DPO trainer ignored them, so they are
 # ignored here too — with a warning that names them.
@@ -96,6 +121,8 @@ NOT_DPO = frozenset({
     "cliprange_value", "vf_coef", "gamma", "lam", "whiten_rewards", "response_length", "rollout_batch_size",
     "num_ppo_epochs", "temperature", "top_p", "kl_estimator", "mask_truncated_completions", "rewards",
     "boost_factor", "min_weight", "max_spans", "answer_weight", "gbmpo_divergence_type", "sample_logging",
+    "generation_kwargs", "use_cache", "group_by_length", "dpo_zero_shot_max_samples", "dpo_few_shot_max_samples",
+    "dpo_few_shot_examples_text",
 })
 SUPPORTED_ALGORITHMS = ("dpo",)
 # Where their defaults differ from ours in a way that changes what is trained.
@@ -195,6 +222,13 @@ def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Tr
     given_model_init = training_args.get("model_init_kwargs")
     model_init = dict(given_model_init) if isinstance(given_model_init, Mapping) else {}
     old: list[str] = []
+    for key, name in LOSS_PARAMS.items():  # into a copy of loss_params: the caller's mapping is never changed
+        if key in values:
+            value = values.pop(key)
+            old.append(key)
+            params = values.get("loss_params")
+            if value is not None and (params is None or isinstance(params, Mapping)):
+                values["loss_params"] = {**(params or {}), name: value}
     ignored = sorted(key for key in values if key in NOT_DPO)
     if ignored:
         log.warning("ignored: these AlignTune 0.x options have no effect on DPO (as in AlignTune 0.x); remove them",
@@ -230,7 +264,11 @@ def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[st
         if target in values:
             raise ConfigError(f"options {key!r} and {target!r} are the same option; give one")
         return target
-    if key in TRAINING_ARGS:
+    if key == "model_init_kwargs":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"model_init_kwargs: expected a mapping of from_pretrained arguments, got {value!r}")
+        model_init.update(value)
+    elif key in TRAINING_ARGS:
         if value is not None:
             training_args[TRAINING_ARGS[key]] = value
     elif key in MODEL_INIT:
