@@ -96,9 +96,10 @@ def _train(args: argparse.Namespace) -> int:
     announce_defaults(values, translation)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
+    main_process, output_dir = trainer.is_world_process_zero(), trainer.args.output_dir
+    del trainer  # nothing may hold the process group when it is destroyed
     _end_process_group()
-    if trainer.is_world_process_zero():  # under torchrun: one summary, not one per process
-        output_dir = trainer.args.output_dir
+    if main_process:  # under torchrun: one summary, not one per process
         print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
         print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
     return 0
@@ -109,6 +110,9 @@ def _end_process_group() -> None:
     processes may still be inside a collective). Without it, gloo's worker threads can abort the exiting process."""
     distributed = sys.modules.get("torch.distributed")
     if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        import gc
+
+        gc.collect()  # the trainer's DDP wrapper holds the group: free it first
         distributed.destroy_process_group()
 
 
