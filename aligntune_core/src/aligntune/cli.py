@@ -93,7 +93,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.overwrite_output_dir:
         values["overwrite_output_dir"] = True
     config = TrainConfig.from_mapping(values, source=config_file, lines=lines)
-    announce_defaults(values, translation)
+    announce_defaults(translation)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
     main_process, output_dir = trainer.is_world_process_zero(), trainer.args.output_dir

@@ -54,7 +54,7 @@ def create_rl_trainer(**kwargs: Any) -> Any:
     ensure_logging()
     translation = translate_options(kwargs)
     config = TrainConfig.from_mapping(translation.options)
-    announce_defaults(kwargs, translation)
+    announce_defaults(translation)
     return create_trainer_from_config(config, check_output_dir=False)
 
 

@@ -319,14 +319,13 @@ def _quantization(value: Any) -> dict[str, Any]:
     return {"load_in_4bit": bool(value.get("load_in_4bit", False))}
 
 
-def announce_defaults(given: Mapping[str, Any], translation: Translation) -> None:
+def announce_defaults(translation: Translation) -> None:
     """Say which defaults apply where AlignTune 0.x's would have trained something else (never a silent switch)."""
     missing = {key: text for key, text in DIFFERENT_DEFAULTS.items() if key not in translation.options}
     if not missing:
         return
-    fields = {key: text for key, text in missing.items()}
     if translation.used_old_names:
         log.warning("AlignTune 0.x options recognised; where its defaults differ, these apply (set them to choose)",
-                    renamed=list(translation.used_old_names), **fields)
+                    renamed=list(translation.used_old_names), **missing)
     else:
-        log.info("defaults in effect", **fields)
+        log.info("defaults in effect", **missing)

@@ -16,6 +16,12 @@ WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "adapter_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
 
 
+def resolved_path(name: str) -> str:
+    """A local path made absolute (so the same model is recognised from any working directory); a hub id as is."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
 def looks_local(name: str) -> bool:
     """A path rather than a hub id: it exists, starts like a path, or has more than one `/` (hub ids have one)."""
     return (Path(name).expanduser().exists() or name.startswith((".", "/", "~")) or name.count("/") > 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from aligntune.core.config import TrainConfig
+from aligntune.core.model_paths import resolved_path
 from aligntune.errors import ConfigError
 
 RUN_FILE = "aligntune_run.json"
@@ -31,16 +32,8 @@ def _versions() -> dict[str, Any]:
     return out
 
 
-def _resolved(name: str | None) -> str | None:
-    """A local model path made absolute, so the record is usable from any working directory; a hub id as given."""
-    if name is None:
-        return None
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
-
-
 def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | None = None) -> dict[str, Any]:
-    model = _resolved(config.model_name)
+    model = resolved_path(config.model_name)
     return {
         "format": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from aligntune.core.model_paths import resolved_path
 
 if TYPE_CHECKING:
     from aligntune.core.config import TrainConfig
@@ -27,12 +28,6 @@ NOT_RESULT_TRAINING_ARGS = frozenset({
     "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "run_name", "log_level", "log_level_replica",
     "precompute_ref_batch_size",
 })
-
-
-def resolved_path(name: str) -> str:
-    """A local path made absolute (so the same model is recognised from any working directory); a hub id as is."""
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
 
 
 def stream_source_digest(config: TrainConfig) -> str:
