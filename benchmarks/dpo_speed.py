@@ -1,15 +1,23 @@
-"""Plain TRL DPOTrainer vs aligntune on the same model, the same real hh-rlhf pairs and the same settings.
+"""Plain TRL DPOTrainer (with and without precomputed reference log-probs) vs aligntune, on the same model, the
+same real hh-rlhf pairs read from the same file, and the same settings.
 
-    python benchmarks/dpo_speed.py [--pairs 256] [--batch-size 8] [--max-length 512] [--data ../shared/data/hh-rlhf]
+    python benchmarks/dpo_speed.py [--model tiny|50m|qwen3-0.6b] [--pairs 256] [--batch-size 8] [--max-length 512]
+                                   [--runs trl,trl-precompute,...] [--data ../shared/data/hh-rlhf]
 
-Each configuration trains in its own subprocess (so peak memory is its own) with the same seed and therefore the
-same data order. Reported per run: samples/s, tokens processed by the model (all positions of every forward, padding
-included), peak memory (max RSS on CPU; CUDA max allocated on a GPU), and the per-step losses. A speed figure only
-counts if the per-step losses agree with plain TRL's (|Δ| <= 1e-3).
+Each configuration trains in its own subprocess (so peak memory and caches are its own) with the same seed and so
+the same data order; both sides load the pairs from the same JSON Lines file (so TRL's own `datasets` cache works as
+a user would see it). Runs whose name ends in `-warm` repeat the run before them in a new process, with the caches
+that run left on disk.
 
-The last two lines are machine-readable: `speedup_vs_trl: X` (aligntune's default layout on this machine — packed
-prefix sharing on a CPU — vs plain TRL, samples/s)
-and `loss_max_abs_diff: Y`.
+Reported per run: training-phase time (Trainer's `train_runtime`), whole-process time (start to exit, measured by
+this script), samples/s and tokens/s of the training phase, tokens the model processed (every position of every
+forward with gradients, padding included), peak memory from the start of `train()` (CUDA max allocated on a GPU;
+the process's peak RSS, reset at `train()` through /proc/self/clear_refs, on a CPU), model FLOP utilisation on a
+GPU, and the per-step losses. Step counts must be equal to the baseline's (the script stops otherwise); a speed
+figure only counts if the per-step losses agree (|Δ| <= 1e-3).
+
+The last lines are machine-readable: `speedup_vs_trl: X` (aligntune's defaults vs the better of plain TRL and TRL
+with precomputed reference log-probs, training-phase samples/s) and `loss_max_abs_diff: Y`.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,60 +33,119 @@ from pathlib import Path
 
 RUNS = {
     "trl": "plain TRL DPOTrainer",
+    "trl-precompute": "TRL, precompute_ref_log_probs=True (cold: first run on this data)",
+    "trl-precompute-warm": "TRL, precompute_ref_log_probs=True, again (warm datasets cache)",
     "aligntune-unshared": "aligntune, two rows per pair (prefix_sharing=false)",
-    "aligntune": "aligntune, prefix sharing, no packing",
-    "aligntune-packed": "aligntune, prefix sharing + packing (the default on CPU)",
-    "aligntune-cached": "aligntune, prefix sharing + packing + reference log-probs from the disk cache",
+    "aligntune-shared": "aligntune, prefix sharing, no packing",
+    "aligntune-packed": "aligntune, prefix sharing + packing",
+    "aligntune-precompute": "aligntune, sharing + packing + precomputed reference log-probs (cold cache)",
+    "aligntune-precompute-warm": "aligntune, the same, reference log-probs read from the disk cache",
+    "aligntune": "aligntune with its defaults on this device (what a user gets)",
 }
+BASELINES = ("trl", "trl-precompute", "trl-precompute-warm")
+
+# Model shapes. Parameter counts are those of the built model (printed).
+MODELS = {
+    "tiny": dict(hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=688, vocab=4096,
+                 tie=False),
+    "50m": dict(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=8, intermediate_size=1376, vocab=32000,
+                tie=False),
+    # Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 heads / 8 KV heads of 128, MLP 3072, vocab 151,936, tied).
+    "qwen3-0.6b": dict(hidden_size=1024, num_layers=28, num_heads=16, num_kv_heads=8, intermediate_size=3072,
+                       vocab=151936, tie=True, head_dim=128, qwen3=True),
+}
+# Dense bf16 peak of the GPUs we are lent, for model FLOP utilisation.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
-def build_model(directory: Path, texts: list[str], *, gpu: bool) -> None:
-    from aligntune.demo.tiny_model import save_tiny_llama, train_tokenizer
+def build_model(directory: Path, texts: list[str], shape: dict) -> int:
+    """A randomly initialised model of `shape` with a BPE tokenizer trained on `texts`; the vocabulary is padded to
+    the shape's size (the LM head's cost depends on it). Returns the parameter count."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tokenizer = train_tokenizer(texts, vocab_size=4096)
-    if gpu:  # ~0.5B parameters from a local config
-        save_tiny_llama(directory, tokenizer, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
-                        max_position_embeddings=4096, seed=0)
-    else:  # a few million parameters
-        save_tiny_llama(directory, tokenizer, hidden_size=256, num_layers=4, num_heads=4, intermediate_size=688,
-                        max_position_embeddings=4096, seed=0)
+    from aligntune.demo.tiny_model import train_tokenizer
+
+    tokenizer = train_tokenizer(texts, vocab_size=min(shape["vocab"], 8192))
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    common = dict(vocab_size=max(shape["vocab"], len(tokenizer)), hidden_size=shape["hidden_size"],
+                  intermediate_size=shape["intermediate_size"], num_hidden_layers=shape["num_layers"],
+                  num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
+                  max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                  tie_word_embeddings=shape["tie"])
+    torch.manual_seed(0)
+    if shape.get("qwen3"):
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
+        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=shape["head_dim"]))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def worker(args: argparse.Namespace) -> None:
     import torch
 
     work = Path(args.work)
-    rows = [json.loads(line) for line in (work / "pairs.jsonl").read_text().splitlines()]
-    common = dict(batch_size=args.batch_size, max_seq_length=args.max_length, learning_rate=1e-5, seed=0)
+    name = args.worker.removesuffix("-warm")
     gpu = torch.cuda.is_available()
-    started = time.perf_counter()
-    if args.worker == "trl":
+    common = dict(batch_size=args.batch_size, max_length=args.max_length)
+    if name.startswith("trl"):
         import datasets
         from transformers import AutoTokenizer
         from trl import DPOConfig, DPOTrainer
 
         trainer = DPOTrainer(
-            model=str(work / "model"), train_dataset=datasets.Dataset.from_list(rows),
+            model=str(work / "model"),
+            train_dataset=datasets.load_dataset("json", data_files=str(work / "pairs.jsonl"), split="train"),
             processing_class=AutoTokenizer.from_pretrained(work / "model"),
-            args=DPOConfig(output_dir=str(work / "out-trl"), per_device_train_batch_size=args.batch_size,
+            args=DPOConfig(output_dir=str(work / f"out-{args.worker}"), per_device_train_batch_size=args.batch_size,
                            max_length=args.max_length, learning_rate=1e-5, seed=0, num_train_epochs=1,
-                           logging_steps=1, save_strategy="no", report_to="none", use_cpu=not gpu,
-                           bf16=gpu, gradient_checkpointing=False, disable_tqdm=True),
+                           logging_steps=1, save_strategy="no", report_to="none", use_cpu=not gpu, bf16=gpu,
+                           gradient_checkpointing=False, disable_tqdm=True,
+                           precompute_ref_log_probs=name == "trl-precompute"),
         )
     else:
         from aligntune.core.backend_factory import create_rl_trainer
         from aligntune.logging_setup import configure_logging
 
         configure_logging(level="warning")
-        options = dict(prefix_sharing=args.worker != "aligntune-unshared", packing=args.worker in ("aligntune-packed", "aligntune-cached"))
-        if args.worker == "aligntune-cached":
-            options.update(precompute_ref_log_probs=True, ref_logps_cache_dir=str(work / "ref-cache"))
+        layouts = {
+            "aligntune-unshared": dict(prefix_sharing=False, packing=False, precompute_ref_log_probs=False),
+            "aligntune-shared": dict(prefix_sharing=True, packing=False, precompute_ref_log_probs=False),
+            "aligntune-packed": dict(prefix_sharing=True, packing=True, precompute_ref_log_probs=False),
+            "aligntune-precompute": dict(prefix_sharing=True, packing=True, precompute_ref_log_probs=True),
+            "aligntune": {},
+        }
         trainer = create_rl_trainer(
-            model_name=str(work / "model"), dataset_name=str(work / "pairs.jsonl"), output_dir=str(work / "out-at"),
-            num_epochs=1, logging_steps=1, save_steps=None, precision="bf16" if gpu else "fp32",
-            gradient_checkpointing=False, training_args={"disable_tqdm": True}, **common, **options,
+            model_name=str(work / "model"), dataset_name=str(work / "pairs.jsonl"),
+            output_dir=str(work / f"out-{args.worker}"), overwrite_output_dir=True, num_epochs=1, logging_steps=1,
+            save_steps=None, precision="bf16" if gpu else "fp32", gradient_checkpointing=False, learning_rate=1e-5,
+            seed=0, batch_size=args.batch_size, max_seq_length=args.max_length,
+            ref_logps_cache_dir=str(work / "ref-cache"), training_args={"disable_tqdm": True},
+            **layouts[name],
         )
-    setup = time.perf_counter() - started
+    del common
     tokens = {"n": 0}
 
     def count(module, inputs, kwargs):
@@ -89,21 +155,38 @@ def worker(args: argparse.Namespace) -> None:
 
     trainer.model.register_forward_pre_hook(count, with_kwargs=True)
     if gpu:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak_rss()
     result = trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    peak = (torch.cuda.max_memory_allocated() if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated() if gpu else _peak_rss()
+    seconds = result.metrics["train_runtime"]
     print(json.dumps({
-        "run": args.worker, "pairs": len(rows), "train_seconds": result.metrics["train_runtime"], "setup_seconds": setup,
-        "samples_per_second": len(rows) / result.metrics["train_runtime"], "policy_tokens": tokens["n"],
-        "peak_memory_bytes": peak, "memory_kind": "cuda_max_allocated" if gpu else "max_rss", "losses": losses,
+        "run": args.worker, "pairs": args.pairs, "steps": trainer.state.global_step, "train_seconds": seconds,
+        "samples_per_second": args.pairs / seconds, "policy_tokens": tokens["n"],
+        "tokens_per_second": tokens["n"] / seconds, "peak_memory_bytes": peak,
+        "memory_kind": "cuda_max_allocated" if gpu else "peak_rss", "losses": losses,
+        "layout": _layout(trainer),
     }))
+
+
+def _layout(trainer) -> dict | None:
+    """What aligntune actually ran (its defaults resolved), for the report."""
+    config = getattr(trainer, "aligntune_config", None)
+    if config is None:
+        return None
+    collator = trainer.data_collator
+    return {"prefix_sharing": hasattr(collator, "pack"), "packing": bool(getattr(collator, "pack", False)),
+            "precompute_ref_log_probs": bool(trainer.precompute_ref_logps), "lm_head": trainer._head_layout}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf"))
     parser.add_argument("--subset", default="helpful-base")
+    parser.add_argument("--model", choices=list(MODELS), default="tiny")
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
@@ -123,45 +206,67 @@ def main() -> None:
 
     configure_logging(level="warning")
     work = Path(tempfile.mkdtemp(prefix="aligntune-bench-"))
+    os.environ["HF_DATASETS_CACHE"] = str(work / "datasets-cache")  # a cold cache for this benchmark, shared by runs
     rows = load_preference_dataset("Anthropic/hh-rlhf", data_files=args.data, split="test", dataset_config=args.subset,
                                    max_samples=args.pairs).to_list()
+    args.pairs = len(rows)
     (work / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build_model(work / "model", [r["prompt"] + r["chosen"] + r["rejected"] for r in rows], gpu=torch.cuda.is_available())
+    parameters = build_model(work / "model", [r["prompt"] + r["chosen"] + r["rejected"] for r in rows],
+                             MODELS[args.model])
     names = [name for name in args.runs.split(",") if name]
-    if "aligntune-cached" in names:  # fill the cache once (a previous run), then measure the warm run
-        names = ["aligntune-cached"] + names
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
     results = {}
     for name in names:
         command = [sys.executable, __file__, "--worker", name, "--work", str(work), "--batch-size", str(args.batch_size),
-                   "--max-length", str(args.max_length)]
+                   "--max-length", str(args.max_length), "--pairs", str(args.pairs), "--model", args.model]
+        started = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"run {name} failed:\n{proc.stderr[-4000:]}")
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_seconds": wall}
 
-    base = results["trl"]
-    print(f"machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{'GPU ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}")
-    print(f"data: {len(rows)} hh-rlhf pairs ({args.subset}), batch {args.batch_size}, max_length {args.max_length}")
-    print(f"{'run':<20} {'samples/s':>10} {'x TRL':>7} {'policy tok':>10} {'peak MB':>9} {'x TRL':>7} {'max |Δloss|':>12}")
+    baselines = [name for name in BASELINES if name in results]
+    if not baselines:
+        raise SystemExit("no TRL baseline among the runs: include trl and/or trl-precompute")
+    steps = {name: r["steps"] for name, r in results.items()}
+    if len(set(steps.values())) != 1 or any(len(r["losses"]) != r["steps"] for r in results.values()):
+        raise SystemExit(f"runs trained different numbers of steps (or logged a loss per step differently): {steps}")
+    best = max(baselines, key=lambda name: results[name]["samples_per_second"])
+    base = results[best]
+    gpu = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if gpu else f"{os.cpu_count()} CPU cores, no GPU"
+    peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device), None) if gpu else None
+    print(f"device: {device}; torch {torch.__version__}")
+    print(f"model: {args.model} ({parameters / 1e6:.1f} M parameters); data: {args.pairs} hh-rlhf pairs "
+          f"({args.subset}), batch {args.batch_size}, max_length {args.max_length}, {steps[best]} steps")
+    print(f"baseline for ratios: {best} (the faster TRL row)")
+    header = (f"{'run':<26} {'train s':>8} {'process s':>9} {'samples/s':>9} {'x TRL':>6} {'tok/s':>8} "
+              f"{'peak MB':>8} {'x TRL':>6} {'max |Δloss|':>11}")
+    if peak_flops:
+        header += f" {'MFU':>6}"
+    print(header)
     diffs = {}
     for name, r in results.items():
-        diff = max(abs(a - b) for a, b in zip(r["losses"], base["losses"]))
+        diff = max(abs(a - b) for a, b in zip(r["losses"], base["losses"], strict=True))
         diffs[name] = diff
-        print(f"{name:<20} {r['samples_per_second']:>10.2f} {r['samples_per_second'] / base['samples_per_second']:>7.2f} "
-              f"{r['policy_tokens']:>10} {r['peak_memory_bytes'] / 2**20:>9.0f} "
-              f"{r['peak_memory_bytes'] / base['peak_memory_bytes']:>7.2f} {diff:>12.2e}")
+        line = (f"{name:<26} {r['train_seconds']:>8.1f} {r['process_seconds']:>9.1f} {r['samples_per_second']:>9.2f} "
+                f"{r['samples_per_second'] / base['samples_per_second']:>6.2f} {r['tokens_per_second']:>8.0f} "
+                f"{r['peak_memory_bytes'] / 2**20:>8.0f} {r['peak_memory_bytes'] / base['peak_memory_bytes']:>6.2f} "
+                f"{diff:>11.2e}")
+        if peak_flops:  # training: 6 N FLOPs per processed token (forward + backward), weights only
+            line += f" {6 * parameters * r['tokens_per_second'] / peak_flops:>6.1%}"
+        print(line)
     for name in results:
-        print(f"  {name}: {RUNS[name]}")
-    print("loss curves (first 8 steps):")
+        print(f"  {name}: {RUNS[name]}" + (f" {results[name]['layout']}" if name == "aligntune" else ""))
+    print("loss curves (first 6 steps):")
     for name, r in results.items():
-        print(f"  {name:<20} " + " ".join(f"{v:.4f}" for v in r["losses"][:8]))
+        print(f"  {name:<26} " + " ".join(f"{v:.4f}" for v in r["losses"][:6]))
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(f"details: {work / 'results.json'}")
-    # The headline is aligntune's default layout on this machine: packed on a CPU, prefix-shared on a GPU.
-    headline = "aligntune" if torch.cuda.is_available() else "aligntune-packed"
-    if headline not in results:
-        headline = next(name for name in results if name != "trl")
+    headline = "aligntune" if "aligntune" in results else next(n for n in results if n not in BASELINES)
     print(f"speedup_vs_trl: {results[headline]['samples_per_second'] / base['samples_per_second']:.3f}")
     print(f"loss_max_abs_diff: {diffs[headline]:.3e}")
 

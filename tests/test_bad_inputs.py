@@ -319,8 +319,10 @@ def test_mistakes_in_a_subprocess_print_no_traceback(tiny_model, tmp_path):
 
 
 LEGACY_CASES = [
-    Case("0.x column_mapping", {"column_mapping": {"q": "prompt"}},
-         message="line 4: option 'column_mapping' (AlignTune 0.x) is not supported: rename the columns"),
+    Case("0.x column_mapping of a column the data lacks", {"column_mapping": {"q": "prompt"}},
+         message="line 1: column_mapping renames 'q', which this row does not have; its columns: chosen, prompt"),
+    Case("0.x val_split_ratio", {"val_split_ratio": 0.1},
+         message="line 4: option 'val_split_ratio' (AlignTune 0.x) is not supported: give held-out data"),
     Case("0.x use_peft and use_lora", {"use_peft": True, "use_lora": False},
          message="line 4: options 'use_peft' and 'use_lora' are the same option; give one"),
     Case("0.x 8-bit", {"quantization": {"load_in_8bit": True}}, message="line 4: quantization: load_in_8bit not"),

@@ -67,8 +67,8 @@ def test_conversational_rows_are_kept_as_messages(tmp_path):
 
 
 def test_missing_columns_name_missing_and_found(tmp_path):
-    path = _jsonl(tmp_path / "bad.jsonl", [{"question": "q", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(DataError, match=rf"{path}, line 1: missing column\(s\) prompt; found: chosen, question, rejected"):
+    path = _jsonl(tmp_path / "bad.jsonl", [{"ask": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(DataError, match=rf"{path}, line 1: missing column\(s\) prompt; found: ask, chosen, rejected"):
         load_preference_dataset(str(path))
 
 

@@ -34,6 +34,7 @@ RENAMED = {
     "use_gradient_checkpointing": "gradient_checkpointing",
     "name_or_path": "model_name",
     "algo": "algorithm",
+    "max_target_length": "max_completion_length",
 }
 # Trainer settings: TRL DPOConfig / transformers TrainingArguments fields (their name -> the field).
 TRAINING_ARGS = {
@@ -79,18 +80,11 @@ LOSS_PARAMS = {"discopop_tau": "discopop_tau"}
 MODEL_INIT = {"trust_remote_code": "trust_remote_code", "device_map": "device_map"}
 # Names that exist in AlignTune 0.x but have no DPO meaning here, or are not supported: what to do instead.
 REFUSED = {
-    "column_mapping": "rename the columns to prompt/chosen/rejected first (datasets' rename_column, or a "
-                      "converted file), or use a dataset adapter plugin for that format",
-    "field_mappings": "rename the columns to prompt/chosen/rejected first, or use a dataset adapter plugin",
-    "processing_fn": "apply the function to the data first (datasets' map) and pass the result as a file",
-    "system_prompt": "put the system message in the prompt of conversational rows (a {role: system} message)",
-    "chat_template": "set tokenizer.chat_template on the model's tokenizer and save it with the model",
+    "field_mappings": "use column_mapping={your column: prompt | chosen | rejected}",
     "val_split_ratio": "give held-out data: eval_dataset_name, or data_files={train: ..., test: ...} with eval_split",
     "max_eval_samples": "max_samples applies to both the training and the evaluation data",
     "percent": "use max_samples (a number of pairs)",
     "quantization_config": "use load_in_4bit: true (QLoRA with nf4 and double quantisation)",
-    "max_completion_length": "max_seq_length bounds prompt + completion, max_prompt_length the prompt",
-    "max_target_length": "max_seq_length bounds prompt + completion, max_prompt_length the prompt",
     "f_divergence_type": "f-divergence DPO is not among aligntune's losses; choose a loss_type (aligntune plugins "
                          "list) or add one as a loss plugin (docs/plugins/writing-a-loss.md)",
     "f_alpha_divergence_coef": "f-divergence DPO is not among aligntune's losses; choose a loss_type",
@@ -105,8 +99,6 @@ REFUSED = {
     "dataset_weight": "one dataset per run; mix the data beforehand",
     "tools": "give tool messages in conversational prompts ({role: tool})",
     "preserve_columns": "extra columns are ignored; prompt/chosen/rejected are what is trained on",
-    "processing_batched": "apply the function to the data first (datasets' map) and pass the result as a file",
-    "processing_fn_kwargs": "apply the function to the data first (datasets' map) and pass the result as a file",
     "dpo_eval_enabled": "evaluate after training with aligntune eval / run_eval (docs/evaluation.md)",
     "dpo_eval_max_samples": "evaluate after training with run_eval(EvalConfig(max_samples=...))",
 }
@@ -276,6 +268,8 @@ def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[st
             model_init[MODEL_INIT[key]] = value
     elif key == "quantization":
         out.update(_quantization(value))
+    elif key == "lora_config":
+        out.update(_lora_config(value, values))
     elif key in ("fp16", "bf16"):
         if value:
             out["precision"] = key
@@ -301,7 +295,37 @@ def _value(key: str, value: Any) -> Any:
         return backend
     if key == "max_steps" and value in (-1, 0):
         return None  # AlignTune 0.x / TRL: -1 means "no cap"
+    if key == "chat_template" and value == "auto":
+        return None  # AlignTune 0.x's default: the tokenizer's own template
     return value
+
+
+# peft.LoraConfig keys of AlignTune 0.x's `lora_config` dict -> our options (their DPO trainers ignored the dict;
+# here it means what it says).
+LORA_CONFIG = {"r": "lora_r", "lora_r": "lora_r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
+               "target_modules": "lora_target_modules", "lora_target_modules": "lora_target_modules"}
+
+
+def _lora_config(value: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"lora_config: expected a mapping such as {{r: 16, lora_alpha: 32}}, got {value!r}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key in LORA_CONFIG:
+            target = LORA_CONFIG[key]
+            if target in values and values[target] != item:
+                raise ConfigError(f"lora_config.{key}={item!r} and {target}={values[target]!r} disagree; give one")
+            out[target] = item
+        elif key == "bias" and item == "none" or key == "task_type" and item == "CAUSAL_LM":
+            continue  # what aligntune always trains with
+        else:
+            raise ConfigError(f"lora_config.{key}={item!r} is not supported: aligntune sets r, lora_alpha, "
+                              "lora_dropout and target_modules (bias 'none', task_type 'CAUSAL_LM')")
+    if out:
+        out.setdefault("use_lora", values.get("use_lora", values.get("use_peft", True)))
+    return out
 
 
 def _quantization(value: Any) -> dict[str, Any]:
@@ -316,6 +340,9 @@ def _quantization(value: Any) -> dict[str, Any]:
                           "(nf4, double quantisation, bf16 compute)")
     if value.get("bnb_4bit_quant_type", "nf4") != "nf4":
         raise ConfigError("quantization.bnb_4bit_quant_type: only nf4 is supported")
+    if value.get("bnb_4bit_compute_dtype") is not None:
+        log.info("quantization.bnb_4bit_compute_dtype: the 4-bit layers compute in the training precision "
+                 "(float16 with precision: fp16, else bfloat16)", given=str(value["bnb_4bit_compute_dtype"]))
     return {"load_in_4bit": bool(value.get("load_in_4bit", False))}
 
 

@@ -12,6 +12,12 @@ from typing import Any
 
 import attrs
 
+from aligntune.data.transforms import (
+    column_mapping_problem,
+    describe_callable,
+    processing_fn_problem,
+    system_prompt_problem,
+)
 from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
 
 SUPPORTED_ALGORITHMS = ("dpo",)
@@ -78,6 +84,16 @@ def _non_finite_path(value: Any, path: str = "") -> str | None:
         if found is not None:
             return found
     return None
+
+
+def _problem(find: Callable[[Any], str | None]) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """A validator from a function that says what is wrong with a value (None: nothing)."""
+    def validator(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        problem = find(value)
+        if problem is not None:
+            raise InvalidValueError(attribute.name, problem)
+
+    return validator
 
 
 def _finite_mapping(kind: str) -> Callable[[Any, attrs.Attribute, Any], None]:
@@ -217,6 +233,9 @@ class TrainConfig:
     max_prompt_length: int | None = attrs.field(
         default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
     )
+    max_completion_length: int | None = attrs.field(
+        default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
+    )
     seed: int = attrs.field(default=42, validator=_check(lambda v: _is_int(v) and 0 <= v < 2**32,
                                                          "an integer in [0, 2**32)"))
     logging_steps: int = attrs.field(default=10, validator=_check(_positive_int, "an integer >= 1"))
@@ -256,6 +275,18 @@ class TrainConfig:
     )
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
     dataset_options: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of adapter options"))
+    column_mapping: dict[str, str] | None = attrs.field(default=None, validator=_problem(column_mapping_problem))
+    processing_fn: Any = attrs.field(default=None, validator=_problem(processing_fn_problem))
+    processing_batched: bool = attrs.field(
+        default=False, validator=_check(lambda v: isinstance(v, bool), "true or false")
+    )
+    processing_fn_kwargs: dict[str, Any] = attrs.field(
+        factory=dict, validator=_finite_mapping("a mapping of keyword arguments for processing_fn")
+    )
+    system_prompt: str | None = attrs.field(default=None, validator=_problem(system_prompt_problem))
+    chat_template: str | None = attrs.field(
+        default=None, validator=_check(_optional(_non_empty_str), "a Jinja chat template (the text itself)")
+    )
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     streaming: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     prefix_sharing: bool | None = attrs.field(
@@ -264,6 +295,9 @@ class TrainConfig:
     packing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
+    logps_chunk_size: int | str | None = attrs.field(
+        default="auto", validator=_check(lambda v: v is None or v == "auto" or _positive_int(v),
+                                         "'auto', an integer >= 1 (positions per chunk) or null (no chunks)"))
     ref_logps_cache: bool = attrs.field(default=True, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     ref_logps_cache_dir: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a directory, or null for the default cache")
@@ -303,6 +337,15 @@ class TrainConfig:
                 f"must be smaller than max_seq_length ({self.max_seq_length}) so completions keep some tokens, "
                 f"got {self.max_prompt_length}",
             )
+        if self.processing_fn is None and (self.processing_batched or self.processing_fn_kwargs):
+            raise InvalidValueError("processing_batched" if self.processing_batched else "processing_fn_kwargs",
+                                    "only applies with processing_fn: set processing_fn as well, or remove it")
+        if self.max_completion_length is not None and self.max_completion_length >= self.max_seq_length:
+            raise InvalidValueError(
+                "max_completion_length",
+                f"must be smaller than max_seq_length ({self.max_seq_length}), which bounds prompt + completion; "
+                f"got {self.max_completion_length}",
+            )
 
     # -- construction --------------------------------------------------------------------------------------------
 
@@ -319,7 +362,9 @@ class TrainConfig:
                                    docs="docs/configuration.md")
 
     def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        values = attrs.asdict(self)
+        values["processing_fn"] = describe_callable(self.processing_fn)  # `module:function`, as a file can hold it
+        return values
 
     @property
     def eval_enabled(self) -> bool:

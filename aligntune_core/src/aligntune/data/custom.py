@@ -10,30 +10,45 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from aligntune.data.readers import file_format, files_in_directory, iter_file_rows
 from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
 from aligntune.data.rows import log_report, rows_to_dataset, validate_rows
+from aligntune.data.transforms import (
+    has_slice,
+    infer_prompt_column,
+    process_rows,
+    rename_columns,
+    resolve_processing_fn,
+    slice_bounds,
+    slice_rows,
+    split_name,
+)
 from aligntune.errors import DataError
 from aligntune.plugins.hookspecs import hookimpl
 from aligntune.plugins.records import DatasetAdapterSpec
+
+log = structlog.get_logger("aligntune.data")
 
 
 def local_files(request: DatasetRequest) -> list[Path] | None:
     """The local files a request names, or None when it names a hub dataset."""
     data_files = request.data_files
+    split = split_name(request.split)  # `train[:50%]` reads the train files, then slices their rows
     if data_files is not None:
         if isinstance(data_files, Mapping):
-            if request.split not in data_files:
+            if split not in data_files:
                 raise DataError(
-                    f"data_files has no entry for split {request.split!r}; it has: {', '.join(map(str, data_files))}"
+                    f"data_files has no entry for split {split!r}; it has: {', '.join(map(str, data_files))}"
                 )
-            data_files = data_files[request.split]
+            data_files = data_files[split]
         names = [data_files] if isinstance(data_files, str) else list(data_files)
         paths = []
         for name in names:
             path = Path(name).expanduser()
             if path.is_dir():
-                paths.extend(files_in_directory(path, request.split))
+                paths.extend(files_in_directory(path, split))
             elif not path.exists():
                 raise DataError(f"data file not found: {path}")
             else:
@@ -41,7 +56,7 @@ def local_files(request: DatasetRequest) -> list[Path] | None:
         return paths
     path = Path(request.dataset_name).expanduser()
     if path.is_dir():
-        return files_in_directory(path, request.split)
+        return files_in_directory(path, split)
     if path.is_file():
         return [path]
     if file_format(path) is not None or request.dataset_name.startswith((".", "/", "~")):
@@ -49,9 +64,39 @@ def local_files(request: DatasetRequest) -> list[Path] | None:
     return None
 
 
-def iter_local_rows(paths: list[Path]) -> Iterator[tuple[str, Any]]:
-    for path in paths:
-        yield from iter_file_rows(path)
+def iter_local_rows(paths: list[Path], split: str | None = None) -> Iterator[tuple[str, Any]]:
+    """The files' rows in order; a sliced `split` (`train[:50%]`, `train[100:]`) picks rows as `datasets` would
+    (a percentage counts the rows first)."""
+    if split is None or not has_slice(split):
+        for path in paths:
+            yield from iter_file_rows(path)
+        return
+    try:
+        start, stop = slice_bounds(split, None)
+    except Exception:  # a percentage or a negative bound: count the rows
+        total = sum(1 for path in paths for _ in iter_file_rows(path))
+        start, stop = slice_bounds(split, total)
+    yield from slice_rows((row for path in paths for row in iter_file_rows(path)), start, stop)
+
+
+def prepared_rows(rows: Iterator[tuple[str, Any]], request: DatasetRequest
+                  ) -> tuple[Iterator[tuple[str, Any]], dict[str, str] | None]:
+    """The user's `processing_fn`, then `column_mapping`, on raw rows (before they are checked). Without a
+    mapping, a well-known prompt column (`input`, `question`, ...) stands in for a missing `prompt`: returned as the
+    inferred mapping, which the caller announces."""
+    rows = process_rows(rows, resolve_processing_fn(request.processing_fn), batched=request.processing_batched,
+                        kwargs=request.processing_fn_kwargs)
+    if request.column_mapping:
+        return rename_columns(rows, request.column_mapping), None
+    return infer_prompt_column(iter(rows), strict=request.strict)
+
+
+def _announce_inferred(request: DatasetRequest, mapping: dict[str, str] | None) -> None:
+    if mapping:
+        (column, _), = mapping.items()
+        log.warning(f"{request.dataset_name}: no 'prompt' column; column {column!r} is used as the prompt",
+                    hint=f"set column_mapping={mapping} to say so (and silence this), or strict_data: true to "
+                         "make it an error; other columns are not trained on")
 
 
 def load_hub_dataset(request: DatasetRequest):
@@ -80,13 +125,17 @@ def load(request: DatasetRequest) -> PreferenceData:
             f"the generic preference adapter takes no options, got: {', '.join(sorted(request.options))}"
         )
     paths = local_files(request)
+    if paths is not None and has_slice(request.split):
+        slice_bounds(request.split, 0)  # a malformed slice fails before any file is read
     if request.streaming:
         return _stream(request, paths)
     if paths is not None:
-        rows = iter_local_rows(paths)
+        rows = iter_local_rows(paths, request.split)
     else:
         rows = _iter_hub_rows(load_hub_dataset(request), request.dataset_name, request.split)
     report = DropReport()
+    rows, inferred = prepared_rows(rows, request)
+    _announce_inferred(request, inferred)
     dataset = rows_to_dataset(
         validate_rows(rows, report=report, strict=request.strict, max_samples=request.max_samples)
     )
@@ -96,7 +145,8 @@ def load(request: DatasetRequest) -> PreferenceData:
             f"dataset {request.dataset_name!r} (split {request.split!r}) has no usable preference pairs "
             f"({report.as_dict()})"
         )
-    return PreferenceData(dataset=dataset, report=report.as_dict())
+    extra = {"column_mapping_inferred": inferred} if inferred else {}
+    return PreferenceData(dataset=dataset, report={**report.as_dict(), **extra})
 
 
 def _stream(request: DatasetRequest, paths: list[Path] | None) -> PreferenceData:
@@ -104,13 +154,18 @@ def _stream(request: DatasetRequest, paths: list[Path] | None) -> PreferenceData
     import datasets
 
     report = DropReport()
+    announced: list[bool] = []  # the inferred prompt column is said once, not on every pass
     hub = load_hub_dataset(request) if paths is None else None  # fails now, not at the first training step
 
     def rows() -> Iterator[dict[str, Any]]:
         report.restart()
-        source = iter_local_rows(paths) if paths is not None else _iter_hub_rows(hub, request.dataset_name,
-                                                                                  request.split)
-        yield from validate_rows(source, report=report, strict=request.strict, max_samples=request.max_samples)
+        source = iter_local_rows(paths, request.split) if paths is not None else _iter_hub_rows(
+            hub, request.dataset_name, request.split)
+        prepared, inferred = prepared_rows(source, request)
+        if report.read == 0 and not announced:
+            _announce_inferred(request, inferred)
+            announced.append(True)
+        yield from validate_rows(prepared, report=report, strict=request.strict, max_samples=request.max_samples)
 
     dataset = datasets.IterableDataset.from_generator(rows)
     return PreferenceData(dataset=dataset, report={"streaming": True}, live_report=report)

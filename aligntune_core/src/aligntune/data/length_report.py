@@ -24,11 +24,12 @@ class LengthCounter:
     """Counts pairs as they are tokenized (a whole dataset, or a stream as training reads it)."""
 
     def __init__(self, *, max_seq_length: int | None, max_prompt_length: int | None,
-                 truncation_mode: str = "keep_start"):
+                 truncation_mode: str = "keep_start", max_completion_length: int | None = None):
         self.max_seq_length = max_seq_length
         self.max_prompt_length = max_prompt_length
+        self.max_completion_length = max_completion_length
         self.truncation_mode = truncation_mode
-        self.pairs = self.dropped = self.prompt_cut = self.completion_cut = 0
+        self.pairs = self.dropped = self.prompt_cut = self.completion_cut = self.completion_limit_cut = 0
         self.prompt_lengths = array("l")
 
     def add(self, prompt: int, chosen: int, rejected: int) -> bool:
@@ -38,6 +39,10 @@ class LengthCounter:
         if self.max_prompt_length is not None and prompt > self.max_prompt_length:
             self.prompt_cut += 1
             prompt = self.max_prompt_length
+        limit = self.max_completion_length
+        if limit is not None and max(chosen, rejected) > limit:
+            self.completion_limit_cut += 1
+            chosen, rejected = min(chosen, limit), min(rejected, limit)
         if self.max_seq_length is None:
             return True
         if self.truncation_mode == "keep_start" and prompt >= self.max_seq_length:
@@ -58,6 +63,8 @@ class LengthCounter:
             "completion_truncated" if self.truncation_mode == "keep_start" else "start_truncated": self.completion_cut,
             "max_seq_length": self.max_seq_length,
             "max_prompt_length": self.max_prompt_length,
+            **({"completion_cut_to_max_completion_length": self.completion_limit_cut,
+                "max_completion_length": self.max_completion_length} if self.max_completion_length else {}),
             "prompt_tokens": {"max": max(lengths, default=0), "median": statistics.median(lengths) if lengths else 0},
         }
 
@@ -68,10 +75,11 @@ def tokenization_report(
     max_seq_length: int | None,
     max_prompt_length: int | None,
     truncation_mode: str = "keep_start",
+    max_completion_length: int | None = None,
 ) -> dict[str, Any]:
-    """`lengths`: (prompt, chosen, rejected) token counts of each pair as tokenized, before any prompt cut."""
+    """`lengths`: (prompt, chosen, rejected) token counts of each pair as tokenized, before any cut."""
     counter = LengthCounter(max_seq_length=max_seq_length, max_prompt_length=max_prompt_length,
-                            truncation_mode=truncation_mode)
+                            truncation_mode=truncation_mode, max_completion_length=max_completion_length)
     for prompt, chosen, rejected in lengths:
         counter.add(prompt, chosen, rejected)
     return counter.report()
@@ -102,3 +110,6 @@ def announce(report: dict[str, Any], dataset_name: str) -> None:
     if report["prompt_truncated"]:
         log.info(f"{report['prompt_truncated']} {dataset_name} prompts cut to their last "
                  f"max_prompt_length={report['max_prompt_length']} tokens")
+    if report.get("completion_cut_to_max_completion_length"):
+        log.info(f"{report['completion_cut_to_max_completion_length']} {dataset_name} pairs have a completion cut to "
+                 f"its first max_completion_length={report['max_completion_length']} tokens")

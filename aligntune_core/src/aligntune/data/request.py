@@ -23,6 +23,11 @@ class DatasetRequest:
     strict: bool = False
     options: dict[str, Any] = attrs.field(factory=dict)
     streaming: bool = False  # rows read lazily as training consumes them (adapters with `streaming=True` only)
+    # Row transforms of the generic adapter (aligntune.data.transforms): the user's function, then the renaming.
+    column_mapping: dict[str, str] | None = None
+    processing_fn: Any = None
+    processing_batched: bool = False
+    processing_fn_kwargs: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.define

@@ -82,9 +82,14 @@ def validate_rows(
         missing = [c for c in COLUMNS if c not in row]
         if missing:
             found = ", ".join(sorted(map(str, row))) or "none"
+            from aligntune.data.transforms import suggested_mapping
+
+            suggestion = suggested_mapping(map(str, row))
+            fix = (f"set column_mapping={suggestion} if that column holds the prompt" if suggestion else
+                   "rename them with column_mapping={your column: prompt | chosen | rejected}")
             raise DataError(
                 f"{location}: missing column(s) {', '.join(missing)}; found: {found}. Preference data needs "
-                f"{', '.join(COLUMNS)} (rename columns, or use a dataset adapter for this format)."
+                f"{', '.join(COLUMNS)}: {fix}, or use a dataset adapter for this format."
             )
         kinds = {}
         for column in COLUMNS:

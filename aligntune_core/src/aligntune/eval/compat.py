@@ -66,8 +66,6 @@ RETIRED: dict[str, Retired] = {
     "gpu_memory_utilization": Retired(_VLLM),
     "tensor_parallel_size": Retired(_VLLM),
     "max_lora_rank": Retired(_VLLM),
-    "trust_remote_code": Retired("evaluation loads only architectures built into transformers and never runs code "
-                                 "from a model repository", _none_or_false),
     "low_cpu_mem_usage": Retired("models are always loaded with low CPU memory use",
                                  lambda v: v is None or isinstance(v, bool)),
     "load_in_4bit": Retired("log-probs are scored with the model's own weights, not a 4-bit copy; set dtype: "
@@ -75,8 +73,6 @@ RETIRED: dict[str, Retired] = {
     "quantization": Retired("log-probs are scored with the model's own weights, not a quantized copy; set dtype: "
                             "bfloat16 to halve memory"),
     "device_map": Retired("use device: cuda (or cpu, cuda:1, ...); each model is placed whole on that device"),
-    "system_prompt": Retired("rows are tokenized exactly as in training: give conversational rows whose prompt "
-                             "starts with a {role: system} message"),
     "enable_thinking": Retired("rows are rendered with the tokenizer's chat template exactly as in training",
                                _none_or_false),
     "apply_chat_template": Retired("conversational rows (message lists) are always rendered with the chat template "

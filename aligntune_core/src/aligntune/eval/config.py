@@ -20,7 +20,7 @@ from aligntune.core.config import (
     config_from_mapping,
     keyword_checked,
 )
-from aligntune.data.rows import COLUMNS
+from aligntune.data.transforms import column_mapping_problem
 from aligntune.errors import ConfigError
 from aligntune.eval.compat import ALIASES, translate_options
 
@@ -46,23 +46,9 @@ def _device(value: Any) -> bool:
 
 def _check_column_mapping(_instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     """`{your column: prompt | chosen | rejected}`, as in AlignTune 0.x (source -> target)."""
-    if value is None:
-        return
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise InvalidValueError(attribute.name, f"must be a mapping of your column names to prompt, chosen or "
-                                                f"rejected, got {value!r}")
-    wrong = {source: target for source, target in value.items() if target not in COLUMNS}
-    if wrong:
-        hint = ""
-        if all(source in COLUMNS for source in wrong):  # written target -> source
-            hint = f"; it maps your column to ours, e.g. {{{next(iter(wrong.values()))!r}: {next(iter(wrong))!r}}}"
-        raise InvalidValueError(attribute.name, f"maps to {sorted(set(wrong.values()))}, but the targets must be "
-                                                f"{', '.join(COLUMNS)}{hint}")
-    targets = list(value.values())
-    repeated = sorted({t for t in targets if targets.count(t) > 1})
-    if repeated:
-        raise InvalidValueError(attribute.name, f"maps several columns to {repeated[0]!r}; map one column to each "
-                                                f"of {', '.join(COLUMNS)}")
+    problem = column_mapping_problem(value)
+    if problem is not None:
+        raise InvalidValueError(attribute.name, problem)
 
 
 def accepts_aligntune_0x(cls: type) -> type:
@@ -136,6 +122,12 @@ class EvalConfig:
     dataset_options: dict[str, Any] = attrs.field(
         factory=dict, validator=_check(lambda v: isinstance(v, Mapping), "a mapping of adapter options")
     )
+    # Run the model repository's own code (its modelling files) when loading: only for repositories you trust.
+    trust_remote_code: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool),
+                                                                           "true or false"))
+    # A system message put at the start of every prompt; None: the one the run was trained with (its record).
+    system_prompt: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str),
+                                                                            "a non-empty string (the system message)"))
     judge: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a judge name"))
     judge_model_path: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a sequence-classification model id or path")

@@ -127,7 +127,7 @@ def run_eval(config: EvalConfig, dataset: Any = None, *, dataset_dict: Any = Non
     # Before any scoring: the results must have somewhere to go.
     check_writable_dir(Path(config.output_dir), hint="give a directory for the evaluation results", error=ConfigError)
     plan = resolve_plan(config)
-    data, data_label, split = load_eval_data(config, dataset)
+    data, data_label, split = load_eval_data(config, dataset, system_prompt=plan.system_prompt)
     rows = data.dataset.to_list()
     log.info("evaluating", policy=plan.policy_path, reference=plan.reference_path, beta=plan.beta, pairs=len(rows),
              metrics=[spec.name for spec in computed_specs], not_computed=sorted(not_computed) or None)
@@ -165,6 +165,7 @@ def run_eval(config: EvalConfig, dataset: Any = None, *, dataset_dict: Any = Non
         if spec.name not in computed:
             raise ConfigError(f"metric plugin {spec.name!r} did not return a value under its own name")
         values.update({key: float(value) for key, value in computed.items()})
+    values["total"] = len(rows)  # pairs scored (AlignTune 0.x's key)
     results = EvalResults(values, not_computed)
     write_report(Path(config.output_dir), results=results, context=context, rows=rows, plan=plan.as_dict(),
                  config=config.to_dict(), data_report=data.report, metric_names=[s.name for s in metric_specs],

@@ -6,21 +6,22 @@ Either way every row goes through the same validation as training's files (`alig
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from aligntune.data import (
-    DatasetRequest,
     DropReport,
     PreferenceData,
+    add_system_prompt,
     load_preference_data,
     rows_to_dataset,
     validate_rows,
 )
 from aligntune.data.rows import log_report
+from aligntune.data.transforms import rename_columns
 from aligntune.errors import ConfigError, DataError
 from aligntune.eval.config import EvalConfig
 
@@ -46,29 +47,6 @@ def split_to_score(config: EvalConfig) -> str:
             "split: test for a held-out file), or give data_files={train: ..., test: ...}."
         )
     return DEFAULT_SPLIT
-
-
-def rename_columns(rows: Iterable[tuple[str, Any]], mapping: Mapping[str, str] | None) -> Iterator[tuple[str, Any]]:
-    """Apply `column_mapping` ({your column: prompt | chosen | rejected}) to `(location, row)` pairs."""
-    if not mapping:
-        yield from rows
-        return
-    for location, row in rows:
-        if not isinstance(row, Mapping):
-            yield location, row  # validate_rows says what is wrong with it
-            continue
-        missing = [source for source in mapping if source not in row]
-        if missing:
-            found = ", ".join(sorted(map(str, row))) or "none"
-            raise DataError(f"{location}: column_mapping renames {', '.join(map(repr, missing))}, which this row "
-                            f"does not have; its columns: {found}")
-        renamed = {key: value for key, value in row.items() if key not in mapping}
-        for source, target in mapping.items():
-            if target in renamed:
-                raise DataError(f"{location}: column_mapping renames {source!r} to {target!r}, but the row already "
-                                f"has a {target!r} column; map that column too, or drop it from column_mapping")
-            renamed[target] = row[source]
-        yield location, renamed
 
 
 def _validated(rows: Iterable[tuple[str, Any]], config: EvalConfig, *, label: str, split: str) -> PreferenceData:
@@ -129,43 +107,22 @@ def in_memory_data(dataset: Any, config: EvalConfig) -> tuple[PreferenceData, st
                                                         "split": split}), label, split
 
 
-def _mapped_file_or_hub_data(config: EvalConfig, split: str) -> PreferenceData:
-    """`dataset_name` read by the generic reader, with `column_mapping` applied before validation."""
-    from aligntune.data.custom import iter_local_rows, load_hub_dataset, local_files
-    from aligntune.plugins import GENERIC_ADAPTER, dataset_adapter_provenance, resolve_dataset_adapter
-
-    adapter = resolve_dataset_adapter(config.dataset_name, config.dataset_adapter)
-    if adapter.name != GENERIC_ADAPTER:
-        raise ConfigError(f"column_mapping renames the columns of plain preference files and hub datasets, but "
-                          f"{config.dataset_name!r} is read by the {adapter.name!r} dataset adapter, which already "
-                          f"produces prompt/chosen/rejected: remove column_mapping")
-    if config.dataset_options:
-        raise ConfigError("dataset_options are options of a dataset adapter; the generic reader used with "
-                          "column_mapping takes none: remove dataset_options")
-    request = DatasetRequest(dataset_name=config.dataset_name, split=split, data_files=config.data_files,
-                             dataset_config=config.dataset_config, max_samples=config.max_samples)
-    paths = local_files(request)
-    if paths is not None:
-        rows = iter_local_rows(paths)
-    else:
-        hub = load_hub_dataset(request)
-        rows = ((f"{config.dataset_name} [{split}] row {i}", row) for i, row in enumerate(hub))
-    data = _validated(rows, config, label=config.dataset_name, split=split)
-    return PreferenceData(dataset=data.dataset, report={**data.report,
-                                                        "adapter": dataset_adapter_provenance(adapter.name)})
-
-
-def load_eval_data(config: EvalConfig, dataset: Any = None) -> tuple[PreferenceData, str, str]:
-    """The pairs to score, a label for the report (the dataset's name) and the split."""
+def load_eval_data(config: EvalConfig, dataset: Any = None, *, system_prompt: str | None = None
+                   ) -> tuple[PreferenceData, str, str]:
+    """The pairs to score, a label for the report (the dataset's name) and the split; with `system_prompt`, every
+    prompt starts with it (as training did)."""
     if dataset is not None:
-        return in_memory_data(dataset, config)
+        data, label, split = in_memory_data(dataset, config)
+        if system_prompt is not None:
+            data, summary = add_system_prompt(data, system_prompt)
+            data = PreferenceData(dataset=data.dataset, report={**data.report, "system_prompt": summary})
+        return data, label, split
     if config.dataset_name is None:
         raise ConfigError(DATASET_REQUIRED)
     split = split_to_score(config)
-    if config.column_mapping:
-        return _mapped_file_or_hub_data(config, split), config.dataset_name, split
     data = load_preference_data(
         config.dataset_name, split=split, data_files=config.data_files, dataset_config=config.dataset_config,
-        max_samples=config.max_samples, dataset_adapter=config.dataset_adapter, **config.dataset_options,
+        max_samples=config.max_samples, dataset_adapter=config.dataset_adapter, column_mapping=config.column_mapping,
+        system_prompt=system_prompt, **config.dataset_options,
     )
     return data, config.dataset_name, split

@@ -38,22 +38,23 @@ def _dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def _load_causal_lm(path: str, dtype: str):
+def _load_causal_lm(path: str, dtype: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
     check_model_dir(path, option="model", need_tokenizer=False)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype)).eval()
+        return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype),
+                                                    trust_remote_code=trust_remote_code).eval()
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model {path!r}: {exc}") from None
 
 
-def _load_tokenizer(path: str, fallback: str):
+def _load_tokenizer(path: str, fallback: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     for candidate in (path, fallback):
         try:
-            tokenizer = AutoTokenizer.from_pretrained(candidate)
+            tokenizer = AutoTokenizer.from_pretrained(candidate, trust_remote_code=trust_remote_code)
             break
         except (OSError, ValueError):
             continue
@@ -135,13 +136,14 @@ def load_models(config: EvalConfig, plan: EvalPlan) -> LoadedModels:
         return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)
 
     device = resolve_device(config.device)
-    tokenizer = _load_tokenizer(plan.tokenizer_path, plan.policy_adapter_on or plan.reference_path)
+    remote = config.trust_remote_code
+    tokenizer = _load_tokenizer(plan.tokenizer_path, plan.policy_adapter_on or plan.reference_path, remote)
     if plan.policy_adapter_on is not None:
-        policy = _attach_adapter(_load_causal_lm(plan.policy_adapter_on, config.dtype), plan.policy_path)
+        policy = _attach_adapter(_load_causal_lm(plan.policy_adapter_on, config.dtype, remote), plan.policy_path)
     else:
-        policy = _load_causal_lm(plan.policy_path, config.dtype)
+        policy = _load_causal_lm(plan.policy_path, config.dtype, remote)
     policy = _place(policy, device)
     reference = None
     if not (plan.reference_is_policy or plan.reference_is_policy_base):
-        reference = _place(_load_causal_lm(plan.reference_path, config.dtype), device)
+        reference = _place(_load_causal_lm(plan.reference_path, config.dtype, remote), device)
     return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)

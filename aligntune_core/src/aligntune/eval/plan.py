@@ -29,6 +29,8 @@ class EvalPlan:
     max_prompt_length: int | None
     tokenizer_path: str
     run_record: dict[str, Any] | None
+    max_completion_length: int | None = None
+    system_prompt: str | None = None  # put at the start of every prompt, as in training (see aligntune.data)
 
     @property
     def reference_is_policy_base(self) -> bool:
@@ -75,10 +77,13 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
     if reference is None:
         if config.model_path is None:
             raise ConfigError("nothing to evaluate: set model_path (the trained model) or reference_model_path")
-        raise ConfigError(
-            f"reference_model_path is not set and {config.model_path}/{RUN_FILE} does not say which model the run "
-            "started from; set reference_model_path (to evaluate a base model on its own, leave out model_path and "
-            "set reference_model_path or base_model to it)"
+        # A model with no run record and no reference named: AlignTune 0.x's base-model form. It is scored
+        # against itself (every implicit reward is 0), and that is said, never passed off as a comparison.
+        reference = config.model_path
+        log.warning(
+            f"reference_model_path is not set and {config.model_path} has no {RUN_FILE} naming the model it was "
+            "trained from: it is scored against itself, so reward margins and log-ratios are 0",
+            hint="set reference_model_path to the model it was trained from to measure what training changed",
         )
 
     if config.model_path is None:
@@ -100,6 +105,13 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
     tokenization = (record or {}).get("tokenization", {})
     max_seq_length = config.max_seq_length or tokenization.get("max_seq_length") or DEFAULT_MAX_SEQ_LENGTH
     max_prompt_length = config.max_prompt_length or tokenization.get("max_prompt_length")
+    max_completion_length = tokenization.get("max_completion_length")
+    system_prompt = config.system_prompt
+    trained_with = ((record or {}).get("config") or {}).get("system_prompt")
+    if system_prompt is None and trained_with:
+        system_prompt = trained_with
+        log.info("system_prompt taken from the run record: the pairs are scored as they were trained",
+                 source=f"{config.model_path}/{RUN_FILE}")
     # Training saves the tokenizer next to the model or adapter; the base model's is the fallback.
     tokenizer_path = config.model_path or policy_path
     return EvalPlan(
@@ -111,5 +123,7 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
         max_seq_length=int(max_seq_length),
         max_prompt_length=max_prompt_length,
         tokenizer_path=tokenizer_path,
+        max_completion_length=max_completion_length,
+        system_prompt=system_prompt,
         run_record=record,
     )

@@ -21,12 +21,17 @@ from aligntune.modeling import collate_pairs, completion_logps, split_pairs, tok
 ENTROPY_CHUNK = 1024
 
 
-def tokenize_rows(tokenizer, rows: Sequence[dict[str, Any]], max_prompt_length: int | None) -> list[dict[str, list[int]]]:
+def tokenize_rows(tokenizer, rows: Sequence[dict[str, Any]], max_prompt_length: int | None,
+                  max_completion_length: int | None = None) -> list[dict[str, list[int]]]:
+    """Each pair tokenized and cut as training cuts it: the prompt's end, the completions' start."""
     examples = []
     for row in rows:
         example = tokenize_pair(tokenizer, row)
         if max_prompt_length is not None:
             example["prompt_ids"] = example["prompt_ids"][-max_prompt_length:]
+        if max_completion_length is not None:
+            for column in ("chosen_ids", "rejected_ids"):
+                example[column] = example[column][:max_completion_length]
         examples.append(example)
     return examples
 
@@ -81,7 +86,7 @@ def _score(model, batch, *, entropy: bool) -> SideScores:
 def score_pairs(models: LoadedModels, rows: Sequence[dict[str, Any]], *, batch_size: int) -> list[PairScores]:
     plan = models.plan
     tokenizer = models.tokenizer
-    examples = tokenize_rows(tokenizer, rows, plan.max_prompt_length)
+    examples = tokenize_rows(tokenizer, rows, plan.max_prompt_length, plan.max_completion_length)
     device = next(models.policy.parameters()).device
     scores: list[PairScores] = []
     with torch.no_grad():

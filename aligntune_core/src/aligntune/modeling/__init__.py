@@ -19,8 +19,10 @@ __all__ = [
 ]
 
 
-def preference_logps(model, batch) -> CompletionLogps:
-    """Completion log-probs of a preference batch in either layout, as `[chosen..., rejected...]`."""
+def preference_logps(model, batch, *, chunk_size: int | str | None = None) -> CompletionLogps:
+    """Completion log-probs of a preference batch in either layout, as `[chosen..., rejected...]`; the LM head runs
+    on the scored positions only, in chunks of positions when `chunk_size` (or "auto") asks for them."""
     if SHARED_KEY in batch:
-        return shared_completion_logps(model, batch)
-    return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+        return shared_completion_logps(model, batch, chunk_size=chunk_size)
+    return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                            chunk_size=chunk_size)

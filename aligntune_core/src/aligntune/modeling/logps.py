@@ -2,8 +2,8 @@
 
 A batch holds `input_ids`, `attention_mask` and `completion_mask` (1 on completion tokens). The log-prob of a
 sequence is the sum, over its completion tokens t, of log p(token_t | tokens_<t): the prompt is context only. Only
-the positions that predict a completion token go through log-softmax, so the `(tokens, vocab)` float32 buffer is
-as small as the completions, not the whole padded batch.
+the positions that predict a completion token go through the LM head and log-softmax, so the `(tokens, vocab)`
+buffers are as small as the completions, not the whole padded batch (see `aligntune.modeling.lm_head`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class CompletionLogps:
     lengths: torch.Tensor  # completion token counts
     mean_logits: torch.Tensor  # mean over completion tokens of the mean logit (a TRL metric), detached
     token_accuracy: torch.Tensor  # fraction of completion tokens that are the model's top-1 prediction, detached
+    head_layout: str = ""  # how the LM head ran (aligntune.modeling.lm_head.scored_forward)
 
 
 def completion_logps(
@@ -27,19 +28,34 @@ def completion_logps(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     completion_mask: torch.Tensor,
+    *,
+    chunk_size: int | str | None = None,
     **forward_kwargs,
 ) -> CompletionLogps:
-    """Run `model` once and sum each sequence's completion-token log-probs."""
-    outputs = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **forward_kwargs)
-    logits = outputs.logits
-    # Prompt-learning adapters prepend virtual tokens: keep the positions of the real tokens.
-    logits = logits[:, -input_ids.size(1) :]
+    """Run `model` once and sum each sequence's completion-token log-probs. The LM head runs on the positions that
+    predict a completion token only (`aligntune.modeling.lm_head`), in chunks when `chunk_size` asks for them."""
+    from aligntune.modeling.lm_head import scored_forward
+
     # Position t predicts token t+1.
     target_mask = completion_mask[:, 1:].bool()
     targets = input_ids[:, 1:][target_mask]
-    rows = torch.nonzero(target_mask, as_tuple=True)[0]
-    selected = logits[:, :-1][target_mask]  # (completion tokens, vocab)
-    return score_tokens(selected, targets, rows, input_ids.size(0))
+    rows, columns = torch.nonzero(target_mask, as_tuple=True)
+    scores, layout = scored_forward(model, rows, columns, targets, chunk_size=chunk_size, input_ids=input_ids,
+                                    attention_mask=attention_mask, **forward_kwargs)
+    return attrs.evolve(sum_scores(scores, rows, input_ids.size(0)), head_layout=layout)
+
+
+def sum_scores(scores, rows: torch.Tensor, n: int) -> CompletionLogps:
+    """Per-sequence sums of per-position `TokenScores`; `rows[i]` is the sequence position i belongs to."""
+    token_logps = scores.token_logps
+    zeros = torch.zeros(n, dtype=token_logps.dtype, device=token_logps.device)
+    logps = zeros.index_add(0, rows, token_logps)
+    lengths = torch.bincount(rows, minlength=n)
+    with torch.no_grad():
+        denom = lengths.clamp(min=1).to(token_logps.dtype)
+        mean_logits = zeros.index_add(0, rows, scores.mean_logits) / denom
+        token_accuracy = zeros.index_add(0, rows, scores.top1) / denom
+    return CompletionLogps(logps=logps, lengths=lengths, mean_logits=mean_logits, token_accuracy=token_accuracy)
 
 
 def score_tokens(selected: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n: int) -> CompletionLogps:
@@ -48,17 +64,9 @@ def score_tokens(selected: torch.Tensor, targets: torch.Tensor, rows: torch.Tens
     `selected[i]` are the logits predicting token `targets[i]` of sequence `rows[i]`; `n` sequences in all.
     Only these rows go through log-softmax, in float32.
     """
-    selected = selected.float()
-    token_logps = selected.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(selected, dim=-1)
-    zeros = torch.zeros(n, dtype=selected.dtype, device=selected.device)
-    logps = zeros.index_add(0, rows, token_logps)
-    lengths = torch.bincount(rows, minlength=n)
-    with torch.no_grad():
-        denom = lengths.clamp(min=1).to(selected.dtype)
-        mean_logits = zeros.index_add(0, rows, selected.mean(dim=-1)) / denom
-        top1 = (selected.argmax(dim=-1) == targets).to(selected.dtype)
-        token_accuracy = zeros.index_add(0, rows, top1) / denom
-    return CompletionLogps(logps=logps, lengths=lengths, mean_logits=mean_logits, token_accuracy=token_accuracy)
+    from aligntune.modeling.lm_head import scores_from_logits
+
+    return sum_scores(scores_from_logits(selected, targets), rows, n)
 
 
 def split_pairs(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

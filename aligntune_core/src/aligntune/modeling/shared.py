@@ -128,27 +128,28 @@ def collate_shared(
     return batch
 
 
-def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
+def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
+                            chunk_size: int | str | None = None):
     """Run `model` once over a prefix-shared batch; returns `CompletionLogps` laid out `[chosen..., rejected...]`
-    (one entry per pair and side), like the two-sequence computation."""
-    from aligntune.modeling.logps import CompletionLogps, score_tokens
+    (one entry per pair and side), like the two-sequence computation. The LM head runs on the scored positions
+    only (both sides at once), in chunks when `chunk_size` asks for them."""
+    from aligntune.modeling.lm_head import scored_forward
+    from aligntune.modeling.logps import sum_scores
 
-    outputs = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"].to(next(model.parameters()).dtype)
-        if batch["attention_mask"].is_floating_point() else batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
-    )
-    logits = outputs.logits
-    logits = logits[:, -batch["input_ids"].size(1) :].reshape(-1, logits.size(-1))
+    width = batch["input_ids"].size(1)
+    flat = torch.cat([batch["chosen_positions"], batch["rejected_positions"]])
+    targets = torch.cat([batch["chosen_targets"], batch["rejected_targets"]])
     n = int(batch["num_pairs"])
-    chosen, rejected = (
-        score_tokens(logits[batch[f"{side}_positions"]], batch[f"{side}_targets"], batch[f"{side}_pairs"], n)
-        for side in ("chosen", "rejected")
+    mask = batch["attention_mask"]
+    scores, layout = scored_forward(
+        model, torch.div(flat, width, rounding_mode="floor"), flat % width, targets, chunk_size=chunk_size,
+        input_ids=batch["input_ids"],
+        attention_mask=mask.to(next(model.parameters()).dtype) if mask.is_floating_point() else mask,
+        position_ids=batch["position_ids"],
     )
-    return CompletionLogps(*(torch.cat([getattr(chosen, f), getattr(rejected, f)])
-                             for f in ("logps", "lengths", "mean_logits", "token_accuracy")))
+    # Chosen positions first, then rejected: sequence index = pair (chosen) or n + pair (rejected).
+    rows = torch.cat([batch["chosen_pairs"], batch["rejected_pairs"] + n])
+    return attrs.evolve(sum_scores(scores, rows, 2 * n), head_layout=layout)
 
 
 @attrs.define

@@ -20,6 +20,7 @@ NOT_RESULT_SETTINGS = frozenset({
     "output_dir", "resume_from_checkpoint", "force_resume", "overwrite_output_dir", "on_nonfinite",
     "max_nonfinite_steps", "save_on_interrupt", "logging_steps", "save_steps", "report_to", "ref_logps_cache",
     "ref_logps_cache_dir", "eval_split", "eval_dataset_name", "strict_data",
+    "logps_chunk_size",  # the same log-probs to float tolerance, computed in less memory
 })
 NOT_RESULT_TRAINING_ARGS = frozenset({
     "disable_tqdm", "logging_dir", "logging_strategy", "logging_first_step", "save_total_limit", "save_strategy",
@@ -42,7 +43,8 @@ def stream_source_digest(config: TrainConfig) -> str:
     if paths is None:
         source: Any = {"hub": config.dataset_name, "config": config.dataset_config, "split": config.split}
     else:
-        source = [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
+        source = {"files": [[str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns] for path in paths],
+                  "split": config.split}
     return "stream:" + hashlib.blake2b(json.dumps(source).encode(), digest_size=16).hexdigest()
 
 

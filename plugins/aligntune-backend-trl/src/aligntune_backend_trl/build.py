@@ -121,6 +121,11 @@ def load_datasets(config: TrainConfig):
         max_samples=config.max_samples,
         strict=config.strict_data,
         dataset_adapter=config.dataset_adapter,
+        column_mapping=config.column_mapping,
+        processing_fn=config.processing_fn,
+        processing_batched=config.processing_batched,
+        processing_fn_kwargs=config.processing_fn_kwargs,
+        system_prompt=config.system_prompt,
         **config.dataset_options,
     )
     train = load_preference_data(config.dataset_name, split=config.split, streaming=config.streaming, **common)
@@ -146,7 +151,8 @@ def _check_chat_template(dataset, tokenizer, model_name: str) -> None:
     if first is not None and isinstance(first["prompt"], list) and getattr(tokenizer, "chat_template", None) is None:
         raise ConfigError(
             f"the dataset is conversational (lists of messages) but the tokenizer of {model_name!r} has no chat "
-            "template. Use a chat model, set tokenizer.chat_template, or give the data as plain strings."
+            "template. Use a chat model, give one with chat_template: (the Jinja text), or give the data as plain "
+            "strings (system_prompt turns plain rows into conversations, so it needs a chat template too)."
         )
 
 
@@ -163,7 +169,7 @@ def _quantization_config(config: TrainConfig):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=torch.float16 if config.precision == "fp16" else torch.bfloat16)
 
 
 # Attention implementations that honour an arbitrary 4-D mask with explicit positions (prefix sharing, packing).
@@ -217,6 +223,9 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         check_model_dir(config.model_name, option="model_name", need_tokenizer=tokenizer is None)
     train, evaluation = load_datasets(config)
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model_name)
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template  # saved with the model's tokenizer, so evaluation uses it
+        log.info("chat_template set on the tokenizer from the config")
     _check_chat_template(train.dataset, tokenizer, config.model_name)
     # Reference-free: TRL loads no reference model when told log-probs are precomputed; we precompute nothing.
     args = make_dpo_config(config, precompute_ref_log_probs=config.precompute_ref_log_probs or reference_free)

@@ -19,6 +19,23 @@ class TrainerConveniences:
     def tokenizer(self):
         return self.processing_class
 
+    @property
+    def dataset_dict(self):
+        """The preference pairs this run trains (and evaluates) on, before tokenization, as a `DatasetDict`:
+        `train`, and the evaluation split under its own name when there is one. `run_eval(config, trainer.dataset_dict)`
+        scores its `config.split`."""
+        import datasets
+
+        sources = getattr(self, "data_sources", None) or {}
+        splits = {}
+        if sources.get("train") is not None:
+            splits["train"] = sources["train"].dataset
+        if sources.get("eval") is not None:
+            splits[self.aligntune_config.eval_split or "test"] = sources["eval"].dataset
+        if any(isinstance(d, datasets.IterableDataset) for d in splits.values()):
+            return datasets.IterableDatasetDict(splits)
+        return datasets.DatasetDict(splits)
+
     def predict(self, prompts: Any, *args: Any, max_new_tokens: int = 128, do_sample: bool = False, **kwargs: Any):
         """`predict("a prompt")` -> the policy's reply (greedy unless `do_sample`); a list of prompts -> a list of
         replies. A prompt may be a list of {role, content} messages (rendered with the chat template). Anything else

@@ -68,7 +68,8 @@ class TrainResult(TrainOutput):
         last_loss = self.metrics.get("last_window/loss", self.training_loss)
         return {**self.metrics, "model_path": self.metrics["model_path"], "output_dir": self.metrics["model_path"],
                 "final_loss": last_loss, "train_loss": self.training_loss, "training_loss": self.training_loss,
-                "global_step": self.global_step}
+                "global_step": self.global_step, "total_steps": self.global_step,
+                "training_time": self.metrics.get("train_runtime")}
 
     def __getitem__(self, key):  # type: ignore[override]
         if isinstance(key, str):

@@ -122,6 +122,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         self._aligntune_metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._aligntune_train_tokens = 0
         self.reference_forward_calls = 0
+        self._head_layout = ""  # logged when it is first known, and when it changes
         self.ref_cache_hits = 0
         self._init_lifecycle(aligntune_config)
         super().__init__(*args, **kwargs)
@@ -147,9 +148,10 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
                 dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         finally:
             args.max_length = max_length
+        completion_limit = self.aligntune_config.max_completion_length
         report = tokenization_report(
             _pair_lengths(dataset), max_seq_length=max_length, max_prompt_length=limit,
-            truncation_mode=args.truncation_mode,
+            truncation_mode=args.truncation_mode, max_completion_length=completion_limit,
         )
         self.tokenization_reports[dataset_name] = report
         if args.process_index == 0:
@@ -160,6 +162,14 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
                 return {"prompt_ids": example["prompt_ids"][-limit:]}
 
             dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+        if completion_limit is not None:
+
+            def keep_completion_start(example):
+                return {"chosen_ids": example["chosen_ids"][:completion_limit],
+                        "rejected_ids": example["rejected_ids"][:completion_limit]}
+
+            dataset = dataset.map(keep_completion_start, desc=f"Truncating completions of {dataset_name} dataset to "
+                                                              f"{completion_limit} tokens")
         if report["dropped"]:
             # A pair whose prompt fills max_length has no completion token left to learn from (counted above).
             dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length,
@@ -176,14 +186,18 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
         finally:
             args.max_length = max_length
+        completion_limit = self.aligntune_config.max_completion_length
         counter = LengthCounter(max_seq_length=max_length, max_prompt_length=limit,
-                                truncation_mode=args.truncation_mode)
+                                truncation_mode=args.truncation_mode, max_completion_length=completion_limit)
         self._length_counters[dataset_name] = counter
 
         def count_and_cut(example):
             keep = counter.add(len(example["prompt_ids"]), len(example["chosen_ids"]), len(example["rejected_ids"]))
             if limit is not None:
                 example["prompt_ids"] = example["prompt_ids"][-limit:]
+            if completion_limit is not None:
+                example["chosen_ids"] = example["chosen_ids"][:completion_limit]
+                example["rejected_ids"] = example["rejected_ids"][:completion_limit]
             example["aligntune_keep"] = keep
             return example
 
@@ -208,7 +222,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         model, context = self._reference_context()
         self.reference_forward_calls += 1
         with torch.no_grad(), context:
-            return preference_logps(model, inputs)
+            return preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size)
 
     def _ref_cache_key(self, dataset) -> str:
         model, _ = self._reference_context()
@@ -268,7 +282,11 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        policy = preference_logps(model, inputs)
+        policy = preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size)
+        if policy.head_layout != self._head_layout:
+            self._head_layout = policy.head_layout
+            if self.args.process_index == 0:
+                _log.info("LM head layout", layout=policy.head_layout)
         policy_chosen, policy_rejected = split_pairs(policy.logps)
         chosen_lengths, rejected_lengths = split_pairs(policy.lengths)
         if self.reference_free:
