@@ -9,15 +9,17 @@ the same data order; both sides load the pairs from the same JSON Lines file (so
 a user would see it). Runs whose name ends in `-warm` repeat the run before them in a new process, with the caches
 that run left on disk.
 
-Reported per run: training-phase time (Trainer's `train_runtime`), whole-process time (start to exit, measured by
-this script), samples/s and tokens/s of the training phase, tokens the model processed (every position of every
+Reported per run: the reference pass before training when log-probs are precomputed (`ref s`, timed around
+`_precompute_ref_logps`; it runs while the trainer is built), training time (Trainer's `train_runtime`), whole-process
+time (start to exit, measured by this script, model loading and tokenization included), samples/s and tokens/s of
+the work (`ref s` + `train s`, so a precomputed reference is never free), tokens the model processed (every position of every
 forward with gradients, padding included), peak memory from the start of `train()` (CUDA max allocated on a GPU;
 the process's peak RSS, reset at `train()` through /proc/self/clear_refs, on a CPU), model FLOP utilisation on a
 GPU, and the per-step losses. Step counts must be equal to the baseline's (the script stops otherwise); a speed
 figure only counts if the per-step losses agree (|Δ| <= 1e-3).
 
 The last lines are machine-readable: `speedup_vs_trl: X` (aligntune's defaults vs the better of plain TRL and TRL
-with precomputed reference log-probs, training-phase samples/s) and `loss_max_abs_diff: Y`.
+with precomputed reference log-probs, samples/s of the work) and `loss_max_abs_diff: Y`.
 """
 
 from __future__ import annotations
@@ -62,9 +64,8 @@ def build_model(directory: Path, texts: list[str], shape: dict) -> int:
     """A randomly initialised model of `shape` with a BPE tokenizer trained on `texts`; the vocabulary is padded to
     the shape's size (the LM head's cost depends on it). Returns the parameter count."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from aligntune.demo.tiny_model import train_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tokenizer = train_tokenizer(texts, vocab_size=min(shape["vocab"], 8192))
     assert isinstance(tokenizer, PreTrainedTokenizerFast)
@@ -109,12 +110,27 @@ def worker(args: argparse.Namespace) -> None:
     work = Path(args.work)
     name = args.worker.removesuffix("-warm")
     gpu = torch.cuda.is_available()
-    common = dict(batch_size=args.batch_size, max_length=args.max_length)
+    precompute = {"seconds": 0.0}
+
+    def timed(cls):
+        """Time the reference pass before training (it happens while the trainer is built, outside `train()`)."""
+        original = cls._precompute_ref_logps
+
+        def wrapper(self, *a, **k):
+            started = time.perf_counter()
+            try:
+                return original(self, *a, **k)
+            finally:
+                precompute["seconds"] += time.perf_counter() - started
+
+        cls._precompute_ref_logps = wrapper
+
     if name.startswith("trl"):
         import datasets
         from transformers import AutoTokenizer
         from trl import DPOConfig, DPOTrainer
 
+        timed(DPOTrainer)
         trainer = DPOTrainer(
             model=str(work / "model"),
             train_dataset=datasets.load_dataset("json", data_files=str(work / "pairs.jsonl"), split="train"),
@@ -128,7 +144,9 @@ def worker(args: argparse.Namespace) -> None:
     else:
         from aligntune.core.backend_factory import create_rl_trainer
         from aligntune.logging_setup import configure_logging
+        from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
 
+        timed(AlignTuneDPOTrainer)
         configure_logging(level="warning")
         layouts = {
             "aligntune-unshared": dict(prefix_sharing=False, packing=False, precompute_ref_log_probs=False),
@@ -145,15 +163,15 @@ def worker(args: argparse.Namespace) -> None:
             ref_logps_cache_dir=str(work / "ref-cache"), training_args={"disable_tqdm": True},
             **layouts[name],
         )
-    del common
-    tokens = {"n": 0}
+    tokens = {"n": 0, "reference": 0}
 
     def count(module, inputs, kwargs):
         ids = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else inputs[0]
-        if torch.is_grad_enabled():
-            tokens["n"] += ids.numel()
+        tokens["n" if torch.is_grad_enabled() else "reference"] += ids.numel()
 
     trainer.model.register_forward_pre_hook(count, with_kwargs=True)
+    if getattr(trainer, "ref_model", None) is not None:
+        trainer.ref_model.register_forward_pre_hook(count, with_kwargs=True)
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -163,10 +181,12 @@ def worker(args: argparse.Namespace) -> None:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     peak = torch.cuda.max_memory_allocated() if gpu else _peak_rss()
     seconds = result.metrics["train_runtime"]
+    work_seconds = seconds + precompute["seconds"]  # the reference pass is part of the work, wherever it runs
     print(json.dumps({
         "run": args.worker, "pairs": args.pairs, "steps": trainer.state.global_step, "train_seconds": seconds,
-        "samples_per_second": args.pairs / seconds, "policy_tokens": tokens["n"],
-        "tokens_per_second": tokens["n"] / seconds, "peak_memory_bytes": peak,
+        "precompute_seconds": precompute["seconds"], "work_seconds": work_seconds,
+        "samples_per_second": args.pairs / work_seconds, "policy_tokens": tokens["n"],
+        "tokens_per_second": tokens["n"] / work_seconds, "reference_tokens_in_training": tokens["reference"], "peak_memory_bytes": peak,
         "memory_kind": "cuda_max_allocated" if gpu else "peak_rss", "losses": losses,
         "layout": _layout(trainer),
     }))
@@ -200,7 +220,6 @@ def main() -> None:
         return
 
     import torch
-
     from aligntune.data import load_preference_dataset
     from aligntune.logging_setup import configure_logging
 
@@ -243,7 +262,7 @@ def main() -> None:
     print(f"model: {args.model} ({parameters / 1e6:.1f} M parameters); data: {args.pairs} hh-rlhf pairs "
           f"({args.subset}), batch {args.batch_size}, max_length {args.max_length}, {steps[best]} steps")
     print(f"baseline for ratios: {best} (the faster TRL row)")
-    header = (f"{'run':<26} {'train s':>8} {'process s':>9} {'samples/s':>9} {'x TRL':>6} {'tok/s':>8} "
+    header = (f"{'run':<26} {'ref s':>6} {'train s':>8} {'process s':>9} {'samples/s':>9} {'x TRL':>6} {'tok/s':>8} "
               f"{'peak MB':>8} {'x TRL':>6} {'max |Δloss|':>11}")
     if peak_flops:
         header += f" {'MFU':>6}"
@@ -252,12 +271,14 @@ def main() -> None:
     for name, r in results.items():
         diff = max(abs(a - b) for a, b in zip(r["losses"], base["losses"], strict=True))
         diffs[name] = diff
-        line = (f"{name:<26} {r['train_seconds']:>8.1f} {r['process_seconds']:>9.1f} {r['samples_per_second']:>9.2f} "
+        line = (f"{name:<26} {r['precompute_seconds']:>6.1f} {r['train_seconds']:>8.1f} {r['process_seconds']:>9.1f} "
+                f"{r['samples_per_second']:>9.2f} "
                 f"{r['samples_per_second'] / base['samples_per_second']:>6.2f} {r['tokens_per_second']:>8.0f} "
                 f"{r['peak_memory_bytes'] / 2**20:>8.0f} {r['peak_memory_bytes'] / base['peak_memory_bytes']:>6.2f} "
                 f"{diff:>11.2e}")
-        if peak_flops:  # training: 6 N FLOPs per processed token (forward + backward), weights only
-            line += f" {6 * parameters * r['tokens_per_second'] / peak_flops:>6.1%}"
+        if peak_flops:  # 6 N FLOPs per policy token (forward + backward), 2 N per reference token, weights only
+            flops = 6 * parameters * r["policy_tokens"] + 2 * parameters * r["reference_tokens_in_training"]
+            line += f" {flops / r['train_seconds'] / peak_flops:>6.1%}"
         print(line)
     for name in results:
         print(f"  {name}: {RUNS[name]}" + (f" {results[name]['layout']}" if name == "aligntune" else ""))

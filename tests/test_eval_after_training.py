@@ -25,6 +25,14 @@ def test_eval_of_a_trained_model_equals_trainings_rewards(tiny_model, pairs_json
                                 **TRAIN)
     trainer.train()
     margin, accuracy = _eval_metrics(trainer)
+    # Raw pairs passed to evaluate() after training: the reference log-probs were precomputed before training (the
+    # default), so a copy of the starting model is loaded to score them, giving the same margin.
+    import datasets
+
+    assert trainer.ref_model is None
+    fresh = trainer.evaluate(datasets.Dataset.from_list(ARITHMETIC))
+    assert trainer.ref_model is not None
+    assert fresh["eval_rewards/margins"] == pytest.approx(margin, abs=1e-4)
     results = run_eval(EvalConfig(model_path=str(out), output_dir=str(tmp_path / "eval"),
                                   dataset_name=str(pairs_jsonl), split="train", batch_size=16))
     plan = json.loads((tmp_path / "eval" / "results.json").read_text())["plan"]

@@ -101,3 +101,25 @@ def test_auto_chunks_only_when_the_logits_would_be_large():
     assert resolve_chunk_size("auto", 1000, 32_000) is None  # 32M float32 values: one pass
     assert resolve_chunk_size("auto", 8192, 151_936) == 64 * 1024 * 1024 // 151_936
     assert resolve_chunk_size(None, 10**6, 10**6) is None and resolve_chunk_size(128, 10, 10) == 128
+
+
+def test_chunks_over_a_32k_vocabulary_equal_the_whole_head(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=32768, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    examples = [tokenize_pair(tokenizer, row) for row in ROWS]
+    padded = collate_pairs(examples, pad_token_id=tokenizer.pad_token_id or 0)
+    expected = _reference(model, padded)
+    expected.sum().backward()
+    expected_grad = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    result = preference_logps(model, padded, chunk_size=5)
+    assert result.head_layout == "scored positions, chunks of 5"
+    assert torch.allclose(result.logps.double(), expected, atol=2e-5, rtol=0)
+    result.logps.sum().backward()
+    for name, p in model.named_parameters():
+        scale = expected_grad[name].abs().max().item()
+        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name

@@ -31,7 +31,8 @@ TRL_LOSSES = {
 CASES = [(name, "fp32", 1e-5) for name in TRL_LOSSES] + [("sigmoid", "auto", 1e-3), ("ipo", "auto", 1e-3)]
 
 
-def _plain_trl(tiny_model, tmp_path, precision, loss_type, label_smoothing=0.0, loss_weights=None, steps=3):
+def _plain_trl(tiny_model, tmp_path, precision, loss_type, label_smoothing=0.0, loss_weights=None, steps=3,
+               tokenizer_path=None):
     from trl import DPOConfig, DPOTrainer
 
     args = dict(output_dir=str(tmp_path / "plain"), per_device_train_batch_size=4, max_steps=steps, logging_steps=1,
@@ -41,7 +42,7 @@ def _plain_trl(tiny_model, tmp_path, precision, loss_type, label_smoothing=0.0, 
         args["bf16"] = False
     plain = DPOTrainer(model=str(tiny_model), args=DPOConfig(**args),
                        train_dataset=datasets.Dataset.from_list(ARITHMETIC),
-                       processing_class=AutoTokenizer.from_pretrained(tiny_model))
+                       processing_class=AutoTokenizer.from_pretrained(tokenizer_path or tiny_model))
     try:
         plain.train()
     except RuntimeError as exc:
@@ -58,7 +59,8 @@ def _assert_same_training(ours, plain, tolerance):
     assert len(ours_losses) == len(plain_losses) == ours.state.global_step
     assert ours_losses == pytest.approx(plain_losses, rel=tolerance, abs=tolerance)
     # A loss that never reads the reference (sft) trains without one here, so its rewards are β·log π.
-    keys = ("rewards/margins", "logps/chosen", "logps/rejected") if not ours.reference_free else ("logps/chosen",)
+    keys = ("rewards/margins", "logps/chosen", "logps/rejected", "entropy") if not ours.reference_free else \
+        ("logps/chosen", "entropy")
     for key in keys:
         ours_values = [e[key] for e in ours.log_history if key in e]
         plain_values = [e[key] for e in plain.state.log_history if key in e]
@@ -152,7 +154,7 @@ def test_lora_uses_the_adapter_disabled_base_as_reference_without_a_second_model
     trainer = create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path),
                                 batch_size=8, max_steps=4, use_lora=True, lora_r=4, lora_alpha=8,
                                 lora_target_modules=["q_proj", "v_proj"], precision="fp32",
-                                **{**FAST, "learning_rate": 5e-2})
+                                precompute_ref_log_probs=False, **{**FAST, "learning_rate": 5e-2})
     assert trainer.ref_model is None
     assert _count_causal_lms() - before == 1
     trainer.train()
@@ -256,3 +258,37 @@ def test_bad_inputs_are_clear_errors(tiny_model, pairs_jsonl, tmp_path, monkeypa
         create_rl_trainer(**base, training_args={"beta": 0.3})
     with pytest.raises(ConfigError, match=r"model_name='.*no-such-model': no such directory"):
         create_rl_trainer(**{**base, "model_name": str(tmp_path / "no-such-model")})
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tiny_model, tmp_path_factory):
+    """A 2-layer Mixtral (4 experts, 2 per token, router loss weight 0.02) with the tiny tokenizer."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    config = MixtralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                           router_aux_loss_coef=0.02, max_position_embeddings=512,
+                           pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                           bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-mixtral")
+    MixtralForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_a_mixture_of_experts_model_trains_with_its_router_loss_as_in_trl(tiny_moe, pairs_jsonl, tmp_path):
+    ours = create_rl_trainer(model_name=str(tiny_moe), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "a"),
+                             batch_size=4, max_steps=3, precision="fp32", **FAST)
+    assert ours.aux_loss_enabled and ours.router_aux_loss_coef == 0.02
+    assert not ours.layout.prefix_sharing and "mixture-of-experts" in ours.layout.reason
+    ours.train()
+    plain = _plain_trl(tiny_moe, tmp_path, "fp32", ["sigmoid"], tokenizer_path=tiny_moe)
+    _assert_same_training(ours, plain, 1e-5)
+    aux = [e["aux_loss"] for e in ours.log_history if "aux_loss" in e]
+    assert len(aux) == 3 and aux == pytest.approx([e["aux_loss"] for e in plain.state.log_history if "aux_loss" in e],
+                                                  rel=1e-5)
+    with pytest.raises(ConfigError, match="mixture-of-experts model whose router load-balancing loss"):
+        create_rl_trainer(model_name=str(tiny_moe), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "b"),
+                          prefix_sharing=True, **FAST)

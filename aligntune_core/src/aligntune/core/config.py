@@ -260,8 +260,9 @@ class TrainConfig:
     lora_target_modules: str | list[str] | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, str) or _str_list(v), "a module name list")
     )
-    precompute_ref_log_probs: bool = attrs.field(
-        default=False, validator=_check(lambda v: isinstance(v, bool), "true or false")
+    # None: on where measured faster (the backend decides, says why, and records the value it used).
+    precompute_ref_log_probs: bool | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
     data_files: str | list[str] | dict[str, Any] | None = attrs.field(
         default=None, validator=_check(_data_files, "a path, a list of paths, or a mapping split -> paths")

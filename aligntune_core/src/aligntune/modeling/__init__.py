@@ -19,10 +19,13 @@ __all__ = [
 ]
 
 
-def preference_logps(model, batch, *, chunk_size: int | str | None = None) -> CompletionLogps:
+def preference_logps(model, batch, *, chunk_size: int | str | None = None,
+                     router_logits: bool = False) -> CompletionLogps:
     """Completion log-probs of a preference batch in either layout, as `[chosen..., rejected...]`; the LM head runs
-    on the scored positions only, in chunks of positions when `chunk_size` (or "auto") asks for them."""
+    on the scored positions only, in chunks of positions when `chunk_size` (or "auto") asks for them. With
+    `router_logits`, a mixture-of-experts model also returns its router load-balancing loss (`aux_loss`)."""
+    extra = {"output_router_logits": True} if router_logits else {}
     if SHARED_KEY in batch:
-        return shared_completion_logps(model, batch, chunk_size=chunk_size)
+        return shared_completion_logps(model, batch, chunk_size=chunk_size, **extra)
     return completion_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                            chunk_size=chunk_size)
+                            chunk_size=chunk_size, **extra)

@@ -121,6 +121,14 @@ class TokenScores:
     token_logps: torch.Tensor  # differentiable
     mean_logits: torch.Tensor  # detached
     top1: torch.Tensor  # detached, float
+    entropy: torch.Tensor  # detached: entropy of the next-token distribution (TRL's `entropy` metric)
+    aux_loss: torch.Tensor | None = None  # a mixture-of-experts model's router load-balancing loss, when asked for
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) per row, in float32, without keeping a probability buffer for backward."""
+    with torch.no_grad():
+        return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
 
 
 def scores_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> TokenScores:
@@ -129,7 +137,7 @@ def scores_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> TokenScor
     with torch.no_grad():
         mean = logits.mean(dim=-1)
         top1 = (logits.argmax(dim=-1) == targets).float()
-    return TokenScores(token_logps=token_logps, mean_logits=mean, top1=top1)
+    return TokenScores(token_logps=token_logps, mean_logits=mean, top1=top1, entropy=_entropy(logits))
 
 
 def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
@@ -142,7 +150,7 @@ def chunked_scores(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.T
                    chunk_size: int) -> TokenScores:
     """The same scores as `scores_from_logits(head(hidden))`, a chunk of positions at a time; in backward each
     chunk's logits are recomputed rather than kept."""
-    logps, means, top1 = [], [], []
+    logps, means, top1, entropy = [], [], [], []
     for start in range(0, hidden.size(0), chunk_size):
         part, part_targets = hidden[start:start + chunk_size], targets[start:start + chunk_size]
         if torch.is_grad_enabled() and (part.requires_grad or head.weight.requires_grad):
@@ -154,9 +162,11 @@ def chunked_scores(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.T
             logits = _post_process(F.linear(part, head.weight, head.bias), config).float()
             means.append(logits.mean(dim=-1))
             top1.append((logits.argmax(dim=-1) == part_targets).float())
+            entropy.append(_entropy(logits))
     empty = hidden.new_zeros(0, dtype=torch.float32)
     return TokenScores(token_logps=torch.cat(logps) if logps else empty,
-                       mean_logits=torch.cat(means) if means else empty, top1=torch.cat(top1) if top1 else empty)
+                       mean_logits=torch.cat(means) if means else empty, top1=torch.cat(top1) if top1 else empty,
+                       entropy=torch.cat(entropy) if entropy else empty)
 
 
 def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, targets: torch.Tensor, *,
@@ -177,8 +187,10 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
     capture = _Capture(rows=rows.to(device), columns=columns.to(device), length=length, keep_hidden=keep_hidden)
     with _head_hook(head, capture):
         outputs = model(use_cache=False, **forward_kwargs)
+    aux = getattr(outputs, "aux_loss", None)
     if not capture.ran:  # the forward never called the head module: score from the full logits it returned
-        return scores_from_logits(_pick(outputs.logits, rows, columns, length), targets), "all positions"
+        scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets)
+        return attrs.evolve(scores, aux_loss=aux), "all positions"
     if keep_hidden:
         with torch.no_grad():
             own = outputs.logits[0, 0].float()
@@ -189,8 +201,9 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
             _log_fallback(model)
             scores, _ = scored_forward(model, rows, columns, targets, chunk_size=None, **forward_kwargs)
             return scores, "scored positions (chunks disabled: the model post-processes its logits)"
-        return chunked_scores(capture.hidden, head, targets, config, chunk), f"scored positions, chunks of {chunk}"
-    return scores_from_logits(outputs.logits[0], targets), "scored positions"
+        scores = chunked_scores(capture.hidden, head, targets, config, chunk)
+        return attrs.evolve(scores, aux_loss=aux), f"scored positions, chunks of {chunk}"
+    return attrs.evolve(scores_from_logits(outputs.logits[0], targets), aux_loss=aux), "scored positions"
 
 
 def _pick(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, length: int) -> torch.Tensor:
@@ -200,7 +213,8 @@ def _pick(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, lengt
 
 def _all_positions(model, rows, columns, targets, length, forward_kwargs) -> TokenScores:
     outputs = model(use_cache=False, **forward_kwargs)
-    return scores_from_logits(_pick(outputs.logits, rows, columns, length), targets)
+    scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets)
+    return attrs.evolve(scores, aux_loss=getattr(outputs, "aux_loss", None))
 
 
 def _log_fallback(model: torch.nn.Module) -> None:

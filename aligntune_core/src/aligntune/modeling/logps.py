@@ -21,6 +21,8 @@ class CompletionLogps:
     mean_logits: torch.Tensor  # mean over completion tokens of the mean logit (a TRL metric), detached
     token_accuracy: torch.Tensor  # fraction of completion tokens that are the model's top-1 prediction, detached
     head_layout: str = ""  # how the LM head ran (aligntune.modeling.lm_head.scored_forward)
+    entropy_sum: torch.Tensor | None = None  # per sequence, summed over completion tokens, detached
+    aux_loss: torch.Tensor | None = None  # a mixture-of-experts router loss for the whole forward, when asked for
 
 
 def completion_logps(
@@ -55,7 +57,9 @@ def sum_scores(scores, rows: torch.Tensor, n: int) -> CompletionLogps:
         denom = lengths.clamp(min=1).to(token_logps.dtype)
         mean_logits = zeros.index_add(0, rows, scores.mean_logits) / denom
         token_accuracy = zeros.index_add(0, rows, scores.top1) / denom
-    return CompletionLogps(logps=logps, lengths=lengths, mean_logits=mean_logits, token_accuracy=token_accuracy)
+        entropy_sum = zeros.index_add(0, rows, scores.entropy)
+    return CompletionLogps(logps=logps, lengths=lengths, mean_logits=mean_logits, token_accuracy=token_accuracy,
+                           entropy_sum=entropy_sum, aux_loss=scores.aux_loss)
 
 
 def score_tokens(selected: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, n: int) -> CompletionLogps:

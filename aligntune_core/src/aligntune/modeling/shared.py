@@ -66,17 +66,24 @@ def collate_shared(
     pack: bool = False,
     row_tokens: int | None = None,
     dtype: torch.dtype = torch.float32,
+    dense_mask: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """A prefix-shared (optionally packed) batch: `input_ids`, `position_ids`, an additive 4-D `attention_mask`
-    `[rows, 1, L, L]` (0 attend, dtype-min blocked), and for each side the flat index of the position that predicts
-    each completion token, the token, and the pair it belongs to."""
+    """A prefix-shared (optionally packed) batch: `input_ids`, `position_ids`, per-token `segment_ids` (the pair,
+    from 1; 0 on padding) and `segment_kind` (prompt/chosen/rejected/pad, `aligntune.modeling.attention`), for each
+    side the flat index of the position that predicts each completion token, the token, and the pair it belongs to;
+    with `dense_mask`, also the additive 4-D `attention_mask` `[rows, 1, L, L]` (0 attend, dtype-min blocked).
+    Without it the mask is built at forward time for the model's attention (`shared_attention_mask`)."""
+    from aligntune.modeling.attention import CHOSEN, PAD, PROMPT, REJECTED
+    from aligntune.modeling.attention import dense_mask as make_dense_mask
+
     segments = [make_segment(example, max_length) for example in examples]
     layout = _rows(segments, pack, row_tokens)
     width = max(sum(segments[i].length for i in row) for row in layout)
     n_rows = len(layout)
     input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((n_rows, width), dtype=torch.long)
-    allowed = torch.zeros((n_rows, width, width), dtype=torch.bool)
+    segment_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    segment_kind = torch.full((n_rows, width), PAD, dtype=torch.long)
     sides: dict[str, dict[str, list[int]]] = {
         side: {"positions": [], "targets": [], "pairs": []} for side in ("chosen", "rejected")
     }
@@ -87,13 +94,14 @@ def collate_shared(
             seg = segments[pair]
             p, c, r = len(seg.prompt), len(seg.chosen), len(seg.rejected)
             ids = seg.prompt + seg.chosen + seg.rejected
-            input_ids[row, start : start + len(ids)] = torch.tensor(ids, dtype=torch.long)
-            position_ids[row, start : start + p + c] = torch.arange(p + c)
-            position_ids[row, start + p + c : start + p + c + r] = torch.arange(p, p + r)
             length = p + c + r
-            block = torch.ones((length, length), dtype=torch.bool).tril()
-            block[p + c :, p : p + c] = False  # rejected tokens never see the chosen ones
-            allowed[row, start : start + length, start : start + length] = block
+            input_ids[row, start : start + length] = torch.tensor(ids, dtype=torch.long)
+            position_ids[row, start : start + p + c] = torch.arange(p + c)
+            position_ids[row, start + p + c : start + length] = torch.arange(p, p + r)  # rejected restarts
+            segment_ids[row, start : start + length] = pair + 1
+            segment_kind[row, start : start + p] = PROMPT
+            segment_kind[row, start + p : start + p + c] = CHOSEN
+            segment_kind[row, start + p + c : start + length] = REJECTED
             # Token t of a side is predicted by the position before it; the first by the last prompt token.
             for side, offset, count in (("chosen", p, c), ("rejected", p + c, r)):
                 for k in range(count):
@@ -108,19 +116,17 @@ def collate_shared(
                     sides[side]["pairs"].append(pair)
             start += length
             tokens += length
-        # Pad positions attend to themselves only, so no softmax row is empty.
-        for pad in range(start, width):
-            allowed[row, pad, pad] = True
-    mask = torch.zeros((n_rows, 1, width, width), dtype=dtype)
-    mask.masked_fill_(~allowed.unsqueeze(1), torch.finfo(dtype).min)
     batch = {
         "input_ids": input_ids,
         "position_ids": position_ids,
-        "attention_mask": mask,
+        "segment_ids": segment_ids,
+        "segment_kind": segment_kind,
         "num_pairs": torch.tensor(len(segments)),
         "num_tokens": torch.tensor(tokens),
         SHARED_KEY: torch.tensor(1),
     }
+    if dense_mask:
+        batch["attention_mask"] = make_dense_mask(segment_ids, segment_kind, dtype)
     for side, values in sides.items():
         batch[f"{side}_positions"] = torch.tensor(values["positions"], dtype=torch.long)
         batch[f"{side}_targets"] = torch.tensor(values["targets"], dtype=torch.long)
@@ -129,10 +135,11 @@ def collate_shared(
 
 
 def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
-                            chunk_size: int | str | None = None):
+                            chunk_size: int | str | None = None, **forward_kwargs):
     """Run `model` once over a prefix-shared batch; returns `CompletionLogps` laid out `[chosen..., rejected...]`
     (one entry per pair and side), like the two-sequence computation. The LM head runs on the scored positions
     only (both sides at once), in chunks when `chunk_size` asks for them."""
+    from aligntune.modeling.attention import shared_attention_mask
     from aligntune.modeling.lm_head import scored_forward
     from aligntune.modeling.logps import sum_scores
 
@@ -140,12 +147,10 @@ def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Te
     flat = torch.cat([batch["chosen_positions"], batch["rejected_positions"]])
     targets = torch.cat([batch["chosen_targets"], batch["rejected_targets"]])
     n = int(batch["num_pairs"])
-    mask = batch["attention_mask"]
     scores, layout = scored_forward(
         model, torch.div(flat, width, rounding_mode="floor"), flat % width, targets, chunk_size=chunk_size,
-        input_ids=batch["input_ids"],
-        attention_mask=mask.to(next(model.parameters()).dtype) if mask.is_floating_point() else mask,
-        position_ids=batch["position_ids"],
+        input_ids=batch["input_ids"], attention_mask=shared_attention_mask(model, batch),
+        position_ids=batch["position_ids"], **forward_kwargs,
     )
     # Chosen positions first, then rejected: sequence index = pair (chosen) or n + pair (rejected).
     rows = torch.cat([batch["chosen_pairs"], batch["rejected_pairs"] + n])
@@ -163,8 +168,9 @@ class SharedPreferenceCollator:
     row_tokens: int | None = None
 
     def __call__(self, examples: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
+        # No mask here: it is built on the model's device for its attention (dense, or a flex block mask).
         batch = collate_shared(examples, pad_token_id=self.pad_token_id, max_length=self.max_length, pack=self.pack,
-                               row_tokens=self.row_tokens)
+                               row_tokens=self.row_tokens, dense_mask=False)
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
                 batch[key] = torch.tensor([example[key] for example in examples])

@@ -24,9 +24,10 @@ def _ids(tokenizer, text_or_messages, *, add_generation_prompt: bool = False) ->
     return list(ids)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share (where a completion starts after its prompt's tokens)."""
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -47,7 +48,7 @@ def tokenize_pair(tokenizer, row: Mapping[str, Any]) -> dict[str, list[int]]:
         prompt_ids = _ids(tokenizer, prompt, add_generation_prompt=True)
         chosen_full = _ids(tokenizer, list(prompt) + list(row["chosen"]))
         rejected_full = _ids(tokenizer, list(prompt) + list(row["rejected"]))
-    start = min(_common_prefix(prompt_ids, chosen_full), _common_prefix(prompt_ids, rejected_full))
+    start = min(common_prefix_length(prompt_ids, chosen_full), common_prefix_length(prompt_ids, rejected_full))
     return {"prompt_ids": prompt_ids[:start], "chosen_ids": chosen_full[start:], "rejected_ids": rejected_full[start:]}
 
 

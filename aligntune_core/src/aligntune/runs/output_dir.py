@@ -230,6 +230,10 @@ def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> T
 
     output_dir = resolve_output_dir(config)
     check_writable_dir(Path(output_dir))
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Another process of a distributed run (torchrun, accelerate): rank 0 checks, locks and writes the directory;
+        # checking here too would race with it (rank 0 may already hold the lock or have written the record).
+        return attrs.evolve(config, output_dir=output_dir)
     check_not_locked(output_dir)
     resume = config.resume_from_checkpoint
     if resume in (None, False):

@@ -6,12 +6,13 @@ import dataclasses
 from typing import Any
 
 import structlog
-
 from aligntune.core.config import TrainConfig
 from aligntune.core.model_paths import check_model_dir
 from aligntune.data import load_preference_data
 from aligntune.errors import ConfigError, did_you_mean
 from aligntune.losses import resolve_loss
+
+from aligntune_backend_trl.layout import check_model_attention, choose_layout, requested_attention
 
 log = structlog.get_logger("aligntune.backend.trl")
 
@@ -172,40 +173,35 @@ def _quantization_config(config: TrainConfig):
                               bnb_4bit_compute_dtype=torch.float16 if config.precision == "fp16" else torch.bfloat16)
 
 
-# Attention implementations that honour an arbitrary 4-D mask with explicit positions (prefix sharing, packing).
-SHARED_ATTENTION = ("sdpa", "eager")
+def resolve_precompute(config: TrainConfig) -> tuple[bool, str]:
+    """`precompute_ref_log_probs` when left unset: on, except where the reference cannot be fixed up front.
+    Measured (benchmarks/dpo_speed.py, docs/performance.md): one reference pass before training is as fast as a
+    reference forward per step for one epoch and faster for more (and from the disk cache), and no reference copy
+    stays in memory."""
+    if config.precompute_ref_log_probs is not None:
+        return config.precompute_ref_log_probs, "set in the config"
+    if config.streaming:
+        return False, "streaming: there is no pass over the data before training"
+    if config.training_args.get("sync_ref_model"):
+        return False, "sync_ref_model updates the reference during training"
+    if config.training_args.get("deepspeed"):
+        return False, "DeepSpeed: the reference runs alongside the policy each step"
+    return True, "default: measured faster or equal, and no reference copy in memory"
 
 
-def use_prefix_sharing(config: TrainConfig, *, default: bool = True) -> bool:
-    """Prefix sharing is exact and needs an attention implementation that takes a 4-D mask; on unless turned off."""
-    requested = (config.training_args.get("model_init_kwargs") or {}).get("attn_implementation")
-    if config.prefix_sharing is False:
-        return False
-    if requested is not None and requested not in SHARED_ATTENTION:
-        if config.prefix_sharing or config.packing is True:
-            raise ConfigError(
-                f"prefix_sharing/packing need an attention implementation that takes a 4-D mask "
-                f"({', '.join(SHARED_ATTENTION)}); attn_implementation={requested!r} does not. Set prefix_sharing=false "
-                "and packing=false, or use sdpa."
-            )
-        return False
-    return True if config.prefix_sharing or config.packing is True else default
-
-
-def use_packing(config: TrainConfig) -> bool:
-    """Packing is exact; on a CPU it was measured faster (benchmarks/dpo_speed.py), so auto turns it on there.
-    On a GPU the dense block mask keeps SDPA off its fastest kernels, so auto leaves it off until measured."""
-    if config.packing is not None:
-        return config.packing
-    import torch
-
-    return not torch.cuda.is_available()
+def trl_precompute_flag(config: TrainConfig, reference_free: bool) -> bool:
+    """The value of TRL's `precompute_ref_log_probs`. TRL has no "no reference" switch: it loads a reference copy
+    unless the model is a PEFT model or log-probs are precomputed. So a reference-free run sets this flag only to
+    keep TRL from loading that copy; `AlignTuneDPOTrainer` then precomputes nothing (its
+    `_precompute_ref_logps` returns the data unchanged when `reference_free`)."""
+    return config.precompute_ref_log_probs or reference_free
 
 
 def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = None, trainer_class: type | None = None,
                   prefix_sharing_default: bool = True):
     """Build the trainer. `model`/`tokenizer` may be given already loaded (other backends reuse this)."""
     import attrs
+    import torch
 
     from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
 
@@ -219,6 +215,8 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     loss = resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing,
                         params=config.loss_params, weights=config.loss_weights)
     reference_free = config.reference_free or not loss.requires_reference
+    precompute, precompute_reason = resolve_precompute(config)
+    config = attrs.evolve(config, precompute_ref_log_probs=precompute)  # the record holds the value used
     if model is None:
         check_model_dir(config.model_name, option="model_name", need_tokenizer=tokenizer is None)
     train, evaluation = load_datasets(config)
@@ -227,19 +225,22 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         tokenizer.chat_template = config.chat_template  # saved with the model's tokenizer, so evaluation uses it
         log.info("chat_template set on the tokenizer from the config")
     _check_chat_template(train.dataset, tokenizer, config.model_name)
-    # Reference-free: TRL loads no reference model when told log-probs are precomputed; we precompute nothing.
-    args = make_dpo_config(config, precompute_ref_log_probs=config.precompute_ref_log_probs or reference_free)
+    args = make_dpo_config(config, precompute_ref_log_probs=trl_precompute_flag(config, reference_free))
+    layout = choose_layout(config, cuda=torch.cuda.is_available(), sharing_default=prefix_sharing_default,
+                           model_loaded=model is not None)
+    if layout.attn_implementation is not None and requested_attention(config) is None:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "attn_implementation": layout.attn_implementation}
     # A model handed over already loaded (another backend) carries its own adapter.
     peft_config = make_lora_config(config) if config.use_lora and model is None else None
     quantization = _quantization_config(config) if model is None else None
     collator = None
-    if use_prefix_sharing(config, default=prefix_sharing_default):
+    if layout.prefix_sharing:
         from aligntune.modeling import SharedPreferenceCollator
 
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         collator = SharedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length,
-                                            pack=use_packing(config), row_tokens=2 * config.max_seq_length)
+                                            pack=layout.packing, row_tokens=2 * config.max_seq_length)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(
@@ -259,19 +260,15 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
     trainer.data_reports = {"train": train.report, "eval": evaluation.report if evaluation else None}
     trainer.data_sources = {"train": train, "eval": evaluation}
-    if collator is not None:
-        implementation = getattr(trainer.model.config, "_attn_implementation", "sdpa")
-        if implementation not in SHARED_ATTENTION:
-            raise ConfigError(
-                f"prefix sharing needs an attention implementation that takes a 4-D mask ({', '.join(SHARED_ATTENTION)});"
-                f" the model uses {implementation!r}. Set prefix_sharing=false (and packing=false)."
-            )
+    check_model_attention(layout, trainer.accelerator.unwrap_model(trainer.model))
+    trainer.layout = layout
     log.info(
         "trainer ready",
         train_pairs="streamed" if config.streaming else len(trainer.train_dataset),
-        layout="two rows per pair" if collator is None else "packed prefix-shared" if collator.pack else "prefix-shared",
-        reference="none (reference-free)" if reference_free else
-        ("base model with adapter disabled" if config.use_lora else "separate copy" if trainer.ref_model is not None
-         else "precomputed"),
+        layout=layout.description,
+        layout_reason=layout.reason,
+        reference_reason=None if reference_free else precompute_reason,
+        reference="none (reference-free)" if reference_free else "precomputed before training" if precompute else
+        ("base model with adapter disabled" if config.use_lora else "separate copy"),
     )
     return trainer

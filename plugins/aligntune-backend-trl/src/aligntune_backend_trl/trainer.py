@@ -19,21 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-
 import torch
+from aligntune.core.config import TrainConfig
+from aligntune.data.length_report import LengthCounter, announce, tokenization_report
+from aligntune.losses import ResolvedLoss
+from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, ref_cache, split_pairs
+from aligntune.modeling.tokenize import common_prefix_length
 from datasets import IterableDataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from trl import DPOTrainer
 
-from aligntune.core.config import TrainConfig
-from aligntune.data.length_report import LengthCounter, announce, tokenization_report
-from aligntune.losses import ResolvedLoss
-from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, split_pairs
-from aligntune.modeling import ref_cache
 from aligntune_backend_trl.conveniences import TrainerConveniences
 from aligntune_backend_trl.lifecycle import RunLifecycleMixin, StopOnSignal
-
 
 _log = structlog.get_logger("aligntune.backend.trl")
 
@@ -48,14 +46,6 @@ def _plain_text_pairs(dataset, processing_class) -> bool:
         return False
     first = dataset[0]
     return all(isinstance(first[key], str) for key in ("prompt", "chosen", "rejected"))
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str):
@@ -80,13 +70,31 @@ def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str):
         rejected_full = encode([p + r for p, r in zip(prompts, rejected)])
         out = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}
         for p_ids, c_ids, r_ids in zip(prompt_ids, chosen_full, rejected_full):
-            start = min(_common_prefix(p_ids, c_ids), _common_prefix(p_ids, r_ids))
+            start = min(common_prefix_length(p_ids, c_ids), common_prefix_length(p_ids, r_ids))
             out["prompt_ids"].append(p_ids[:start])
             out["chosen_ids"].append(c_ids[start:])
             out["rejected_ids"].append(r_ids[start:])
         return out
 
     return dataset.map(tokenize, batched=True, batch_size=1000, desc=f"Tokenizing {dataset_name} dataset")
+
+
+def _has_reference_columns(dataset) -> bool:
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, dict):  # a DatasetDict
+        return all("ref_chosen_logps" in columns for columns in names.values())
+    return bool(names) and "ref_chosen_logps" in names
+
+
+def _untruncated(args):
+    """A copy of the trainer arguments with no `max_length`, for TRL's tokenization: pairs are tokenized whole, then
+    counted, cut and dropped by aligntune (TRL would drop pairs whose prompt fills `max_length` without a word).
+    The trainer's own `args` are never changed."""
+    import copy
+
+    copied = copy.copy(args)
+    copied.max_length = None
+    return copied
 
 
 def _is_peft_model(model: torch.nn.Module) -> bool:
@@ -137,17 +145,11 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         if isinstance(dataset, IterableDataset):
             return self._prepare_stream(dataset, processing_class, args, dataset_name)
         limit = self.aligntune_config.max_prompt_length
-        # Tokenize with no length limit, then count and drop here: TRL would drop pairs whose prompt fills
-        # max_length without a word.
         max_length = args.max_length
-        args.max_length = None
-        try:
-            if _plain_text_pairs(dataset, processing_class):
-                dataset = tokenize_plain_pairs(dataset, processing_class, dataset_name)
-            else:
-                dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        finally:
-            args.max_length = max_length
+        if _plain_text_pairs(dataset, processing_class):
+            dataset = tokenize_plain_pairs(dataset, processing_class, dataset_name)
+        else:
+            dataset = super()._prepare_dataset(dataset, processing_class, _untruncated(args), dataset_name)
         completion_limit = self.aligntune_config.max_completion_length
         report = tokenization_report(
             _pair_lengths(dataset), max_seq_length=max_length, max_prompt_length=limit,
@@ -181,11 +183,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         record when training ends."""
         limit = self.aligntune_config.max_prompt_length
         max_length = args.max_length
-        args.max_length = None
-        try:
-            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        finally:
-            args.max_length = max_length
+        dataset = super()._prepare_dataset(dataset, processing_class, _untruncated(args), dataset_name)
         completion_limit = self.aligntune_config.max_completion_length
         counter = LengthCounter(max_seq_length=max_length, max_prompt_length=limit,
                                 truncation_mode=args.truncation_mode, max_completion_length=completion_limit)
@@ -205,6 +203,36 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         return dataset.filter(lambda example: example["aligntune_keep"]).remove_columns("aligntune_keep")
 
     # -- reference -------------------------------------------------------------------------------------------------
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """Trainer's `evaluate`. A new dataset after training, with full fine-tuning and reference log-probs
+        precomputed before training, has no reference in memory to score it against (the policy has moved): a
+        copy of the starting model is loaded for it, once (TRL would refuse)."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str) and _has_reference_columns(eval_dataset):
+            # Tokenized and scored by the reference already (e.g. trainer.train_dataset): nothing for TRL to prepare.
+            from transformers import Trainer
+
+            return Trainer.evaluate(self, eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        new_data = eval_dataset is not None and not isinstance(eval_dataset, str)
+        if new_data and self.precompute_ref_logps and not self.reference_free and self.ref_model is None and \
+                not _is_peft_model(self.accelerator.unwrap_model(self.model)) and self.state.global_step > 0:
+            self._load_reference_copy()
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def _load_reference_copy(self) -> None:
+        from trl.trainer.utils import disable_dropout_in_model
+
+        from aligntune.core.model_paths import resolved_path
+
+        policy = self.accelerator.unwrap_model(self.model)
+        source = resolved_path(self.aligntune_config.model_name)
+        _log.info("loading a copy of the starting model as the reference, to score the data passed to evaluate()",
+                  model=source, hint="reference log-probs were precomputed before training and not kept in memory")
+        init = dict(self.args.model_init_kwargs or {})
+        init.update(dtype=policy.dtype, attn_implementation=policy.config._attn_implementation)
+        reference = type(policy).from_pretrained(source, **init)
+        disable_dropout_in_model(reference)
+        self.ref_model = self.accelerator.prepare_model(reference, evaluation_mode=True)
 
     def _reference_context(self):
         """The model that plays the reference, and the context under which it does."""
@@ -237,7 +265,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
                                    data=ref_cache.data_fingerprint(dataset), settings=settings)
 
     def _precompute_ref_logps(self, dataset, name, batch_size):
-        if self.reference_free:
+        if self.reference_free or _has_reference_columns(dataset):  # nothing to do, or already done (idempotent)
             return dataset
         config = self.aligntune_config
         cache_dir = Path(config.ref_logps_cache_dir) if config.ref_logps_cache_dir else ref_cache.default_cache_dir()
@@ -282,7 +310,9 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        policy = preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size)
+        # TRL set aux_loss_enabled / router_aux_loss_coef from the model's config (mixture-of-experts models).
+        policy = preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size,
+                                  router_logits=self.aux_loss_enabled)
         if policy.head_layout != self._head_layout:
             self._head_layout = policy.head_layout
             if self.args.process_index == 0:
@@ -304,6 +334,8 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             rejected_lengths=rejected_lengths,
         )
         loss = out.losses.mean()
+        if self.aux_loss_enabled:  # as TRL: the router load-balancing loss of the policy forward, weighted
+            loss = loss + self.router_aux_loss_coef * policy.aux_loss
         if mode == "train":
             value = loss.item()
             self._guard.note_loss(value)
@@ -342,6 +374,12 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         metrics["logits/rejected"].append(gather(logits_rejected).mean().item())
         accuracy_chosen, _ = split_pairs(policy.token_accuracy)
         metrics["mean_token_accuracy"].append(gather(accuracy_chosen).mean().item())
+        # TRL's `entropy`: mean next-token entropy over every completion token (chosen and rejected), across ranks.
+        entropy_sum = gather(policy.entropy_sum.sum().reshape(1)).sum()
+        completion_tokens = gather(policy.lengths.sum().reshape(1)).sum()
+        metrics["entropy"].append((entropy_sum / completion_tokens.clamp(min=1)).item())
+        if self.aux_loss_enabled and policy.aux_loss is not None:
+            metrics["aux_loss"].append(gather(policy.aux_loss.detach().reshape(1)).mean().item())
         if len(out.components) > 1:
             for name, values in out.components.items():
                 metrics[f"loss/{name}"].append(gather(values.detach()).mean().item())

@@ -1,0 +1,125 @@
+"""Which batch layout and attention a run uses, decided once, with the reason logged.
+
+Three layouts compute the same log-probs (tested): two padded rows per pair; prefix sharing (`[prompt | chosen |
+rejected]` once per pair); prefix sharing with packing (several pairs per row). Shared and packed rows need an
+attention that takes their mask: a dense additive 4-D mask (`sdpa`, `eager`) or a FlexAttention block mask
+(`flex_attention`, block-sparse: no L x L tensor).
+
+Defaults, per device, from `benchmarks/dpo_speed.py` (docs/performance.md):
+- CPU: sharing and packing with the dense mask (measured fastest; flex attention is not used on a CPU: torch's
+  compiled CPU kernel crashed in our tests and the uncompiled one materialises the scores).
+- CUDA GPU: sharing and packing with a flex block mask, when the model class supports flex attention; otherwise
+  sharing with the dense mask and no packing (a dense mask keeps SDPA off its flash kernels, and packing makes the
+  mask larger).
+An explicit `prefix_sharing`, `packing` or `attn_implementation` always wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from aligntune.core.config import TrainConfig
+from aligntune.errors import ConfigError
+from aligntune.modeling.attention import DENSE_MASK_IMPLEMENTATIONS, FLEX
+
+MASKED_ATTENTION = (*DENSE_MASK_IMPLEMENTATIONS, FLEX)
+
+
+@attrs.frozen
+class Layout:
+    prefix_sharing: bool
+    packing: bool
+    attn_implementation: str | None  # to load the model with; None: the model's own default (sdpa)
+    reason: str
+
+    @property
+    def description(self) -> str:
+        if not self.prefix_sharing:
+            return "two rows per pair"
+        rows = "packed prefix-shared rows" if self.packing else "prefix-shared rows"
+        mask = "flex block mask" if self.attn_implementation == FLEX else "dense 4-D mask"
+        return f"{rows}, {mask}"
+
+
+def requested_attention(config: TrainConfig) -> str | None:
+    return (config.training_args.get("model_init_kwargs") or {}).get("attn_implementation")
+
+
+def supports_flex(model_name: str) -> bool:
+    """Whether the model's class can run `flex_attention` (read from its config; nothing is loaded)."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model_class = AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_name))]
+    except Exception:  # an unknown architecture or an unreadable config: the dense mask is the safe choice
+        return False
+    return bool(getattr(model_class, "_supports_flex_attn", False))
+
+
+def router_loss_weight(config: TrainConfig) -> float:
+    """The weight of a mixture-of-experts model's router load-balancing loss in the DPO loss (0: none), as TRL
+    decides it: `training_args.router_aux_loss_coef`, else the architecture's own coefficient."""
+    try:
+        from transformers import AutoConfig
+
+        model_config = AutoConfig.from_pretrained(config.model_name).get_text_config()
+    except Exception:
+        return 0.0
+    if not hasattr(model_config, "output_router_logits"):
+        return 0.0
+    given = config.training_args.get("router_aux_loss_coef")
+    return float(getattr(model_config, "router_aux_loss_coef", 0.0) if given is None else given)
+
+
+def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = True,
+                  model_loaded: bool = False) -> Layout:
+    """The layout for `config` on this device. `model_loaded`: the model comes already loaded (another backend),
+    so its attention cannot be chosen here."""
+    requested = requested_attention(config)
+    explicit = config.prefix_sharing is True or config.packing is True
+    if config.prefix_sharing is False:
+        return Layout(False, False, requested, "prefix_sharing: false")
+    if router_loss_weight(config):
+        if explicit:
+            raise ConfigError(
+                "prefix_sharing/packing cannot be used with a mixture-of-experts model whose router load-balancing "
+                "loss is part of the DPO loss: the model computes that loss from a per-token padding mask, which "
+                "shared rows do not have. Set prefix_sharing: false, or training_args.router_aux_loss_coef: 0."
+            )
+        return Layout(False, False, requested, "mixture-of-experts router loss (computed over a padding mask)")
+    if requested is not None and requested not in MASKED_ATTENTION:
+        if explicit:
+            raise ConfigError(
+                f"prefix_sharing/packing need an attention implementation that takes their mask "
+                f"({', '.join(MASKED_ATTENTION)}); attn_implementation={requested!r} does not. Set prefix_sharing: "
+                "false and packing: false, or use sdpa."
+            )
+        return Layout(False, False, requested, f"attn_implementation {requested!r} takes no shared-row mask")
+    sharing = config.prefix_sharing if config.prefix_sharing is not None else sharing_default
+    if not sharing and config.packing is not True:
+        return Layout(False, False, requested, "prefix sharing is off by default for this backend")
+    attention = requested
+    if attention is None and cuda and not model_loaded and supports_flex(config.model_name):
+        attention = FLEX
+    if config.packing is not None:
+        packing, why = config.packing, f"packing: {str(config.packing).lower()}"
+    elif not cuda:
+        packing, why = True, "CPU default (measured fastest)"
+    elif attention == FLEX:
+        packing, why = True, "GPU default with a flex block mask (no dense mask to grow)"
+    else:
+        packing, why = False, "GPU default with a dense mask (packing would enlarge it)"
+    return Layout(True, packing, attention, why)
+
+
+def check_model_attention(layout: Layout, model: Any) -> None:
+    """After loading: the model really runs an attention that takes the layout's mask."""
+    if not layout.prefix_sharing:
+        return
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
+    if implementation not in MASKED_ATTENTION:
+        raise ConfigError(
+            f"prefix sharing needs an attention implementation that takes its mask ({', '.join(MASKED_ATTENTION)}); "
+            f"the model uses {implementation!r}. Set prefix_sharing: false (and packing: false)."
+        )
