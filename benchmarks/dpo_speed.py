@@ -160,7 +160,8 @@ def worker(args: argparse.Namespace) -> None:
             output_dir=str(work / f"out-{args.worker}"), overwrite_output_dir=True, num_epochs=1, logging_steps=1,
             save_steps=None, precision="bf16" if gpu else "fp32", gradient_checkpointing=False, learning_rate=1e-5,
             seed=0, batch_size=args.batch_size, max_seq_length=args.max_length,
-            ref_logps_cache_dir=str(work / "ref-cache"), training_args={"disable_tqdm": True},
+            # Each configuration has its own cache (a user's first run is cold); a `-warm` run reuses its cold twin's.
+            ref_logps_cache_dir=str(work / f"ref-cache-{name}"), training_args={"disable_tqdm": True},
             **layouts[name],
         )
     tokens = {"n": 0, "reference": 0}

@@ -40,13 +40,18 @@ def make_segment(example: Mapping[str, list[int]], max_length: int | None) -> Se
 
 
 def _rows(segments: Sequence[Segment], pack: bool, row_tokens: int | None) -> list[list[int]]:
-    """Which segments go into which row (segment indices); packing fills rows first-fit in order."""
+    """Which segments go into which row (segment indices). Packing fills rows first-fit, longest segment first, up
+    to `row_tokens` or the longest segment, whichever is more: every row is padded to the widest one anyway, so
+    filling rows up to that width costs no extra padding."""
     if not pack:
         return [[i] for i in range(len(segments))]
-    limit = row_tokens or sum(s.length for s in segments)
+    longest = max((s.length for s in segments), default=0)
+    limit = max(row_tokens or sum(s.length for s in segments), longest)
     rows: list[list[int]] = []
     filled: list[int] = []
-    for index, segment in enumerate(segments):
+    order = sorted(range(len(segments)), key=lambda i: -segments[i].length)
+    for index in order:
+        segment = segments[index]
         for row, used in enumerate(filled):
             if used + segment.length <= limit:
                 rows[row].append(index)

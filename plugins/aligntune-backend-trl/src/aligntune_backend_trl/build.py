@@ -240,7 +240,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         collator = SharedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length,
-                                            pack=layout.packing, row_tokens=2 * config.max_seq_length)
+                                            pack=layout.packing, row_tokens=config.max_seq_length)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(
