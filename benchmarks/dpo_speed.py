@@ -198,8 +198,8 @@ def _layout(trainer) -> dict | None:
     config = getattr(trainer, "aligntune_config", None)
     if config is None:
         return None
-    collator = trainer.data_collator
-    return {"prefix_sharing": hasattr(collator, "pack"), "packing": bool(getattr(collator, "pack", False)),
+    layout = trainer.layout
+    return {"layout": layout.description, "prefix_sharing": layout.prefix_sharing, "packing": layout.packing,
             "precompute_ref_log_probs": bool(trainer.precompute_ref_logps), "lm_head": trainer._head_layout}
 
 

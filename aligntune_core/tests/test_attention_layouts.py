@@ -92,3 +92,35 @@ def test_shared_rows_equal_two_padded_rows_under_each_attention(attention, pack,
     for name, p in model.named_parameters():
         scale = expected_grad[name].abs().max().item()
         assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flex_attention", "position_ids"])
+@pytest.mark.parametrize("max_length", [None, 48])
+def test_packed_whole_sequences_equal_two_padded_rows(attention, max_length, uncompiled_flex):
+    """Packing without prefix sharing: `[prompt | chosen] [prompt | rejected]` per pair, several pairs per row, under
+    a dense mask, a flex block mask, or no mask at all (transformers finds the sequences from `position_ids`, the
+    route variable-length flash attention takes on a GPU)."""
+    examples = _examples()
+    baseline = _model("sdpa")
+    padded = collate_pairs(examples, pad_token_id=0, max_length=max_length)
+    expected = preference_logps(baseline, padded).logps
+    expected.sum().backward()
+    expected_grad = {name: p.grad.clone() for name, p in baseline.named_parameters()}
+
+    model = _model("flex_attention" if attention == "flex_attention" else "sdpa")
+    batch = collate_shared(examples, pad_token_id=0, pack=True, row_tokens=None, max_length=max_length,
+                           dense_mask=False, share=False)
+    assert batch["input_ids"].size(0) == 1  # one row: every pair of the batch
+    if attention == "position_ids":
+        batch = {k: v for k, v in batch.items() if k not in ("segment_ids", "segment_kind")}
+    if attention == "flex_attention":  # no FlexAttention backward on a CPU
+        with torch.no_grad():
+            got = preference_logps(model, batch).logps
+        assert torch.allclose(got, expected.detach(), atol=2e-5, rtol=0)
+        return
+    got = preference_logps(model, batch).logps
+    assert torch.allclose(got, expected, atol=2e-5, rtol=0)
+    got.sum().backward()
+    for name, p in model.named_parameters():
+        scale = expected_grad[name].abs().max().item()
+        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name

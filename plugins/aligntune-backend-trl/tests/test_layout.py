@@ -42,7 +42,10 @@ def test_gpu_without_flex_support_shares_with_a_dense_mask_and_no_packing(tmp_pa
         ({"packing": False}, (True, False, None)),
         ({"training_args": {"model_init_kwargs": {"attn_implementation": "eager"}}}, (True, True, "eager")),
         ({"training_args": {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}},
+         (False, True, "flash_attention_2")),  # whole sequences packed in one row, variable-length attention
+        ({"packing": False, "training_args": {"model_init_kwargs": {"attn_implementation": "flash_attention_2"}}},
          (False, False, "flash_attention_2")),
+        ({"prefix_sharing": False, "packing": True}, (False, True, None)),
     ],
 )
 def test_explicit_settings_win(options, expected):
@@ -54,3 +57,15 @@ def test_sharing_asked_for_with_an_attention_that_takes_no_mask_is_an_error():
     config = _config(prefix_sharing=True, training_args={"model_init_kwargs": {"attn_implementation": "flash_attention_2"}})
     with pytest.raises(ConfigError, match="attn_implementation='flash_attention_2' does not"):
         choose_layout(config, cuda=True)
+
+
+def test_without_sharing_a_gpu_packs_whole_sequences_with_no_dense_mask(tiny_model):
+    flex = choose_layout(_config(tiny_model, prefix_sharing=False), cuda=True)
+    assert flex.description == "packed whole sequences, flex block mask"
+    flash = choose_layout(_config(tiny_model, training_args={"model_init_kwargs": {
+        "attn_implementation": "flash_attention_2"}}), cuda=True)
+    assert flash.position_ids_only and flash.row_tokens_unbounded
+    assert flash.description == "packed whole sequences in one row, variable-length attention from position ids"
+    # On a CPU, sharing off keeps TRL's padded rows (the measured layout there).
+    assert choose_layout(_config(tiny_model, prefix_sharing=False), cuda=False).description == \
+        "two padded rows per pair"

@@ -25,13 +25,15 @@ def test_layouts_train_identically(tiny_model, pairs_jsonl, tmp_path):
         "two rows": _train(tiny_model, pairs_jsonl, tmp_path / "a", prefix_sharing=False),
         "shared": _train(tiny_model, pairs_jsonl, tmp_path / "b", prefix_sharing=True, packing=False),
         "packed": _train(tiny_model, pairs_jsonl, tmp_path / "c", packing=True),
+        "packed sequences": _train(tiny_model, pairs_jsonl, tmp_path / "d", prefix_sharing=False, packing=True),
     }
+    assert runs["packed sequences"].layout.description == "packed whole sequences, dense 4-D mask"
     reference = _losses(runs["two rows"])
     for name, trainer in runs.items():
         assert _losses(trainer) == pytest.approx(reference, abs=1e-5), name
     # Fewer tokens go through the model when the prompt is shared.
     tokens = {name: trainer.log_history[-2]["num_tokens"] for name, trainer in runs.items()}
-    assert tokens["shared"] == tokens["packed"] < tokens["two rows"]
+    assert tokens["shared"] == tokens["packed"] < tokens["packed sequences"] == tokens["two rows"]
 
 
 def test_reference_cache_hit_miss_and_invalidation(tiny_model, tiny_policy, pairs_jsonl, tmp_path):
@@ -73,10 +75,7 @@ def test_a_corrupt_cache_file_is_recomputed(tiny_model, pairs_jsonl, tmp_path):
 
 
 def test_an_attention_that_cannot_take_the_mask_is_a_clear_error(tiny_model, pairs_jsonl, tmp_path):
-    with pytest.raises(ConfigError, match="prefix_sharing/packing need an attention implementation"):
+    with pytest.raises(ConfigError, match="prefix_sharing needs an attention implementation that takes its mask"):
         create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path),
                           prefix_sharing=True, training_args={"model_init_kwargs": {"attn_implementation":
                                                                                      "flash_attention_2"}})
-    with pytest.raises(ConfigError, match="'packing': packs prefix-shared pairs"):
-        create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path),
-                          prefix_sharing=False, packing=True)

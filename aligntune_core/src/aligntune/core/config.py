@@ -330,8 +330,6 @@ class TrainConfig:
         if self.streaming and self.precompute_ref_log_probs:
             raise InvalidValueError("streaming", "cannot be combined with precompute_ref_log_probs (that needs a "
                                                  "whole pass over the data before training)")
-        if self.packing is True and self.prefix_sharing is False:
-            raise InvalidValueError("packing", "packs prefix-shared pairs: it needs prefix_sharing true or unset")
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_seq_length:
             raise InvalidValueError(
                 "max_prompt_length",

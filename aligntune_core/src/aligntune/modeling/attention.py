@@ -68,13 +68,24 @@ def attention_implementation(model: torch.nn.Module) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
+def uses_position_ids_only(implementation: str | None) -> bool:
+    """Attention that finds packed sequences from `position_ids` (variable-length kernels) and takes no mask."""
+    return implementation is not None and implementation.startswith("flash_attention")
+
+
 def shared_attention_mask(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
-    """The mask a shared/packed batch needs for `model`: a `BlockMask` under flex attention, else the dense
-    additive mask in the model's dtype (a batch that already carries a dense mask keeps it)."""
+    """The mask a shared/packed batch needs for `model`: a `BlockMask` under flex attention, the dense additive
+    mask in the model's dtype under sdpa/eager (a batch that already carries a dense mask keeps it), or None for rows
+    of whole sequences (`share=False`) under variable-length attention or without segment labels: then
+    `position_ids` alone say where each sequence starts."""
     if "attention_mask" in batch:
         mask = batch["attention_mask"]
         return mask.to(next(model.parameters()).dtype) if mask.is_floating_point() else mask
+    implementation = attention_implementation(model)
+    whole_sequences = "prefix_shared" in batch and not bool(batch["prefix_shared"])
+    if whole_sequences and ("segment_ids" not in batch or uses_position_ids_only(implementation)):
+        return None
     segment_ids, segment_kind = batch["segment_ids"], batch["segment_kind"]
-    if attention_implementation(model) == FLEX:
+    if implementation == FLEX:
         return block_mask(segment_ids, segment_kind)
     return dense_mask(segment_ids, segment_kind, next(model.parameters()).dtype)

@@ -28,6 +28,11 @@ class Segment:
     def length(self) -> int:
         return len(self.prompt) + len(self.chosen) + len(self.rejected)
 
+    @property
+    def unshared_length(self) -> int:
+        """Tokens of `[prompt | chosen]` and `[prompt | rejected]` as two whole sequences."""
+        return 2 * len(self.prompt) + len(self.chosen) + len(self.rejected)
+
 
 def make_segment(example: Mapping[str, list[int]], max_length: int | None) -> Segment:
     """Truncate like training does: each of prompt+chosen and prompt+rejected keeps its first `max_length` tokens."""
@@ -39,27 +44,25 @@ def make_segment(example: Mapping[str, list[int]], max_length: int | None) -> Se
     return Segment(prompt, chosen, rejected)
 
 
-def _rows(segments: Sequence[Segment], pack: bool, row_tokens: int | None) -> list[list[int]]:
+def _rows(segments: Sequence[Segment], pack: bool, row_tokens: int | None, share: bool = True) -> list[list[int]]:
     """Which segments go into which row (segment indices). Packing fills rows first-fit, longest segment first, up
     to `row_tokens` or the longest segment, whichever is more: every row is padded to the widest one anyway, so
     filling rows up to that width costs no extra padding."""
     if not pack:
         return [[i] for i in range(len(segments))]
-    longest = max((s.length for s in segments), default=0)
-    limit = max(row_tokens or sum(s.length for s in segments), longest)
+    lengths = [s.length if share else s.unshared_length for s in segments]
+    limit = max(row_tokens or sum(lengths), max(lengths, default=0))
     rows: list[list[int]] = []
     filled: list[int] = []
-    order = sorted(range(len(segments)), key=lambda i: -segments[i].length)
-    for index in order:
-        segment = segments[index]
+    for index in sorted(range(len(segments)), key=lambda i: -lengths[i]):
         for row, used in enumerate(filled):
-            if used + segment.length <= limit:
+            if used + lengths[index] <= limit:
                 rows[row].append(index)
-                filled[row] += segment.length
+                filled[row] += lengths[index]
                 break
         else:
             rows.append([index])
-            filled.append(segment.length)
+            filled.append(lengths[index])
     return rows
 
 
@@ -72,18 +75,24 @@ def collate_shared(
     row_tokens: int | None = None,
     dtype: torch.dtype = torch.float32,
     dense_mask: bool = True,
+    share: bool = True,
 ) -> dict[str, torch.Tensor]:
     """A prefix-shared (optionally packed) batch: `input_ids`, `position_ids`, per-token `segment_ids` (the pair,
     from 1; 0 on padding) and `segment_kind` (prompt/chosen/rejected/pad, `aligntune.modeling.attention`), for each
     side the flat index of the position that predicts each completion token, the token, and the pair it belongs to;
     with `dense_mask`, also the additive 4-D `attention_mask` `[rows, 1, L, L]` (0 attend, dtype-min blocked).
-    Without it the mask is built at forward time for the model's attention (`shared_attention_mask`)."""
+    Without it the mask is built at forward time for the model's attention (`shared_attention_mask`).
+
+    With `share=False` a pair is laid out as two whole sequences, `[prompt | chosen]` then `[prompt | rejected]`,
+    each its own segment with positions from 0: packing without prefix sharing. Such rows also work with no mask
+    at all, from `position_ids` alone (variable-length attention: flash attention, or transformers' packed-sequence
+    masks), since no token needs more than "earlier tokens of my own sequence"."""
     from aligntune.modeling.attention import CHOSEN, PAD, PROMPT, REJECTED
     from aligntune.modeling.attention import dense_mask as make_dense_mask
 
     segments = [make_segment(example, max_length) for example in examples]
-    layout = _rows(segments, pack, row_tokens)
-    width = max(sum(segments[i].length for i in row) for row in layout)
+    layout = _rows(segments, pack, row_tokens, share)
+    width = max(sum(segments[i].length if share else segments[i].unshared_length for i in row) for row in layout)
     n_rows = len(layout)
     input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((n_rows, width), dtype=torch.long)
@@ -98,22 +107,30 @@ def collate_shared(
         for pair in members:
             seg = segments[pair]
             p, c, r = len(seg.prompt), len(seg.chosen), len(seg.rejected)
-            ids = seg.prompt + seg.chosen + seg.rejected
-            length = p + c + r
+            if share:  # [prompt | chosen | rejected]; rejected positions restart after the prompt
+                ids = seg.prompt + seg.chosen + seg.rejected
+                positions = [*range(p + c), *range(p, p + r)]
+                segment = [pair + 1] * len(ids)
+                offsets = {"chosen": (p, start + p - 1), "rejected": (p + c, start + p - 1)}
+            else:  # [prompt | chosen] [prompt | rejected]: two sequences
+                ids = seg.prompt + seg.chosen + seg.prompt + seg.rejected
+                positions = [*range(p + c), *range(p + r)]
+                segment = [2 * pair + 1] * (p + c) + [2 * pair + 2] * (p + r)
+                offsets = {"chosen": (p, start + p - 1), "rejected": (2 * p + c, start + p + c + p - 1)}
+            length = len(ids)
             input_ids[row, start : start + length] = torch.tensor(ids, dtype=torch.long)
-            position_ids[row, start : start + p + c] = torch.arange(p + c)
-            position_ids[row, start + p + c : start + length] = torch.arange(p, p + r)  # rejected restarts
-            segment_ids[row, start : start + length] = pair + 1
-            segment_kind[row, start : start + p] = PROMPT
-            segment_kind[row, start + p : start + p + c] = CHOSEN
-            segment_kind[row, start + p + c : start + length] = REJECTED
-            # Token t of a side is predicted by the position before it; the first by the last prompt token.
-            for side, offset, count in (("chosen", p, c), ("rejected", p + c, r)):
+            position_ids[row, start : start + length] = torch.tensor(positions, dtype=torch.long)
+            segment_ids[row, start : start + length] = torch.tensor(segment, dtype=torch.long)
+            kinds = [PROMPT] * p + [CHOSEN] * c + ([REJECTED] * r if share else [PROMPT] * p + [REJECTED] * r)
+            segment_kind[row, start : start + length] = torch.tensor(kinds, dtype=torch.long)
+            # Token k of a side is predicted by the position before it; the first by the last prompt token.
+            for side, count in (("chosen", c), ("rejected", r)):
+                offset, first_predictor = offsets[side]
                 for k in range(count):
                     if k == 0:
                         if p == 0:
                             continue  # nothing predicts a completion's first token without a prompt
-                        predictor = start + p - 1
+                        predictor = first_predictor
                     else:
                         predictor = start + offset + k - 1
                     sides[side]["positions"].append(row * width + predictor)
@@ -128,6 +145,7 @@ def collate_shared(
         "segment_kind": segment_kind,
         "num_pairs": torch.tensor(len(segments)),
         "num_tokens": torch.tensor(tokens),
+        "prefix_shared": torch.tensor(share),
         SHARED_KEY: torch.tensor(1),
     }
     if dense_mask:
@@ -170,12 +188,13 @@ class SharedPreferenceCollator:
     pad_token_id: int
     max_length: int | None = None
     pack: bool = False
-    row_tokens: int | None = None
+    row_tokens: int | None = None  # None with `pack`: every pair of the batch in one row
+    share: bool = True  # False: each pair as two whole sequences (packing without prefix sharing)
 
     def __call__(self, examples: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
         # No mask here: it is built on the model's device for its attention (dense, or a flex block mask).
         batch = collate_shared(examples, pad_token_id=self.pad_token_id, max_length=self.max_length, pack=self.pack,
-                               row_tokens=self.row_tokens, dense_mask=False)
+                               row_tokens=self.row_tokens, dense_mask=False, share=self.share)
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
                 batch[key] = torch.tensor([example[key] for example in examples])

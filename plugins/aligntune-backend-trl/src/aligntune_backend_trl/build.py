@@ -234,13 +234,14 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     peft_config = make_lora_config(config) if config.use_lora and model is None else None
     quantization = _quantization_config(config) if model is None else None
     collator = None
-    if layout.prefix_sharing:
+    if layout.prefix_sharing or layout.packing:
         from aligntune.modeling import SharedPreferenceCollator
 
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        collator = SharedPreferenceCollator(pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length,
-                                            pack=layout.packing, row_tokens=config.max_seq_length)
+        collator = SharedPreferenceCollator(
+            pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length, pack=layout.packing,
+            row_tokens=None if layout.row_tokens_unbounded else config.max_seq_length, share=layout.prefix_sharing)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(

@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 from aligntune.core.config import TrainConfig
 from aligntune.errors import ConfigError
-from aligntune.modeling.attention import DENSE_MASK_IMPLEMENTATIONS, FLEX
+from aligntune.modeling.attention import DENSE_MASK_IMPLEMENTATIONS, FLEX, uses_position_ids_only
 
 MASKED_ATTENTION = (*DENSE_MASK_IMPLEMENTATIONS, FLEX)
 
@@ -29,15 +29,28 @@ MASKED_ATTENTION = (*DENSE_MASK_IMPLEMENTATIONS, FLEX)
 @attrs.frozen
 class Layout:
     prefix_sharing: bool
-    packing: bool
+    packing: bool  # with prefix_sharing: shared pairs per row; without: whole sequences per row
     attn_implementation: str | None  # to load the model with; None: the model's own default (sdpa)
     reason: str
 
     @property
+    def position_ids_only(self) -> bool:
+        """Packed whole sequences under variable-length attention: no mask, `position_ids` alone."""
+        return self.packing and not self.prefix_sharing and uses_position_ids_only(self.attn_implementation)
+
+    @property
+    def row_tokens_unbounded(self) -> bool:
+        """Variable-length kernels take one packed row (batch size 1): every pair of a batch goes in it."""
+        return self.position_ids_only
+
+    @property
     def description(self) -> str:
-        if not self.prefix_sharing:
-            return "two rows per pair"
-        rows = "packed prefix-shared rows" if self.packing else "prefix-shared rows"
+        if not self.prefix_sharing and not self.packing:
+            return "two padded rows per pair"
+        if self.position_ids_only:
+            return "packed whole sequences in one row, variable-length attention from position ids"
+        rows = "packed prefix-shared rows" if self.prefix_sharing and self.packing else \
+            "prefix-shared rows" if self.prefix_sharing else "packed whole sequences"
         mask = "flex block mask" if self.attn_implementation == FLEX else "dense 4-D mask"
         return f"{rows}, {mask}"
 
@@ -77,31 +90,34 @@ def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = Tr
     """The layout for `config` on this device. `model_loaded`: the model comes already loaded (another backend),
     so its attention cannot be chosen here."""
     requested = requested_attention(config)
-    explicit = config.prefix_sharing is True or config.packing is True
-    if config.prefix_sharing is False:
-        return Layout(False, False, requested, "prefix_sharing: false")
     if router_loss_weight(config):
-        if explicit:
+        if config.prefix_sharing is True or config.packing is True:
             raise ConfigError(
                 "prefix_sharing/packing cannot be used with a mixture-of-experts model whose router load-balancing "
                 "loss is part of the DPO loss: the model computes that loss from a per-token padding mask, which "
-                "shared rows do not have. Set prefix_sharing: false, or training_args.router_aux_loss_coef: 0."
+                "shared or packed rows do not have. Set prefix_sharing: false, or training_args.router_aux_loss_coef: 0."
             )
         return Layout(False, False, requested, "mixture-of-experts router loss (computed over a padding mask)")
     if requested is not None and requested not in MASKED_ATTENTION:
-        if explicit:
+        if config.prefix_sharing is True:
             raise ConfigError(
-                f"prefix_sharing/packing need an attention implementation that takes their mask "
-                f"({', '.join(MASKED_ATTENTION)}); attn_implementation={requested!r} does not. Set prefix_sharing: "
-                "false and packing: false, or use sdpa."
+                f"prefix_sharing needs an attention implementation that takes its mask ({', '.join(MASKED_ATTENTION)}); "
+                f"attn_implementation={requested!r} does not. Set prefix_sharing: false, or use sdpa."
             )
-        return Layout(False, False, requested, f"attn_implementation {requested!r} takes no shared-row mask")
-    sharing = config.prefix_sharing if config.prefix_sharing is not None else sharing_default
-    if not sharing and config.packing is not True:
-        return Layout(False, False, requested, "prefix sharing is off by default for this backend")
+        if uses_position_ids_only(requested) and config.packing is not False:
+            return Layout(False, True, requested, f"attn_implementation {requested!r}: variable-length attention")
+        return Layout(False, False, requested, f"attn_implementation {requested!r} takes no packed-row mask")
     attention = requested
     if attention is None and cuda and not model_loaded and supports_flex(config.model_name):
         attention = FLEX
+    sharing = config.prefix_sharing if config.prefix_sharing is not None else sharing_default
+    if not sharing:
+        why = "prefix_sharing: false" if config.prefix_sharing is False else "prefix sharing is off by default here"
+        if config.packing is not None:
+            return Layout(False, config.packing, attention, f"{why}; packing: {str(config.packing).lower()}")
+        if cuda and attention == FLEX:  # no dense L x L mask on a GPU: whole sequences packed under a block mask
+            return Layout(False, True, attention, f"{why}; GPU default: packed sequences with a flex block mask")
+        return Layout(False, False, attention, why)
     if config.packing is not None:
         packing, why = config.packing, f"packing: {str(config.packing).lower()}"
     elif not cuda:
@@ -114,12 +130,18 @@ def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = Tr
 
 
 def check_model_attention(layout: Layout, model: Any) -> None:
-    """After loading: the model really runs an attention that takes the layout's mask."""
-    if not layout.prefix_sharing:
+    """After loading: the model really runs an attention that takes the layout's rows."""
+    if not layout.prefix_sharing and not layout.packing:
         return
     implementation = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
+    if layout.position_ids_only:
+        if not uses_position_ids_only(implementation):
+            raise ConfigError(f"packed sequences without a mask need variable-length attention; the model uses "
+                              f"{implementation!r}. Set packing: false.")
+        return
     if implementation not in MASKED_ATTENTION:
         raise ConfigError(
-            f"prefix sharing needs an attention implementation that takes its mask ({', '.join(MASKED_ATTENTION)}); "
-            f"the model uses {implementation!r}. Set prefix_sharing: false (and packing: false)."
+            f"prefix sharing and packing need an attention implementation that takes their mask "
+            f"({', '.join(MASKED_ATTENTION)}); the model uses {implementation!r}. Set prefix_sharing: false and "
+            "packing: false."
         )
