@@ -57,8 +57,10 @@ def block_mask(segment_ids: torch.Tensor, segment_kind: torch.Tensor):
     from torch.nn.attention.flex_attention import create_block_mask
 
     rows, length = segment_ids.shape
+    # On a GPU the mask is built by a compiled kernel, block by block: no rows x L x L tensor exists even briefly
+    # (uncompiled, create_block_mask evaluates mask_mod on every (q, k) pair at once).
     return create_block_mask(mask_mod_for(segment_ids, segment_kind), rows, None, length, length,
-                             device=segment_ids.device)
+                             device=segment_ids.device, _compile=segment_ids.is_cuda)
 
 
 def attention_implementation(model: torch.nn.Module) -> str | None:
