@@ -116,3 +116,16 @@ def tiny_judge(tiny_model, tmp_path_factory) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def gradients(model) -> dict:
+    """A copy of every parameter's gradient, by name."""
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def assert_same_gradients(model, expected: dict, rtol: float = 1e-5) -> None:
+    """Each parameter's gradient equals `expected`'s to `rtol` of its largest entry (float32 arithmetic against a
+    computation in another order or precision)."""
+    for name, p in model.named_parameters():
+        scale = expected[name].abs().max().item()
+        assert (p.grad - expected[name]).abs().max().item() <= rtol * scale + 1e-7, name

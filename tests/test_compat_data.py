@@ -87,7 +87,7 @@ def test_processing_fn_per_row_batched_and_by_name(orca_jsonl):
         f"{__name__}:_with_system"
 
 
-def test_processing_fn_failures_name_the_row_and_the_function(orca_jsonl):
+def test_processing_fn_failures_name_the_row_and_the_function(orca_jsonl, tmp_path):
     def broken(row):
         return row["missing"]
 
@@ -95,6 +95,11 @@ def test_processing_fn_failures_name_the_row_and_the_function(orca_jsonl):
         load_preference_data(str(orca_jsonl), processing_fn=broken)
     with pytest.raises(DataError, match="returned str; it must return the row as a dict"):
         load_preference_data(str(orca_jsonl), processing_fn=lambda row: "text")
+    not_rows = tmp_path / "lists.jsonl"
+    not_rows.write_text("[1, 2]\n", encoding="utf-8")
+    for batched in (False, True):  # never handed to the function as something else
+        with pytest.raises(DataError, match=r"lists.jsonl, line 1: expected an object .* for processing_fn, got list"):
+            load_preference_data(str(not_rows), processing_fn=_with_system, processing_batched=batched)
     with pytest.raises(ConfigError, match="processing_fn 'nowhere.mod:fn': cannot import it"):
         load_preference_data(str(orca_jsonl), processing_fn="nowhere.mod:fn")
     with pytest.raises(ConfigError, match="'processing_fn_kwargs': only applies with processing_fn"):

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from aligntune.modeling import collate_pairs, collate_shared, preference_logps
 from aligntune.modeling.attention import allowed, block_mask, mask_mod_for
+
+from conftest import assert_same_gradients, gradients
 
 
 def _examples(seed: int = 0):
@@ -38,6 +39,27 @@ def _model(attn_implementation: str, monkeypatch=None):
     model = LlamaForCausalLM._from_config(config, attn_implementation=attn_implementation)
     model.load_state_dict(reference.state_dict())
     return model
+
+
+def _two_padded_rows(examples, max_length):
+    """The reference: log-probs and gradients of two padded rows per pair under SDPA."""
+    baseline = _model("sdpa")
+    expected = preference_logps(baseline, collate_pairs(examples, pad_token_id=0, max_length=max_length)).logps
+    expected.sum().backward()
+    return expected.detach(), gradients(baseline)
+
+
+def _assert_same_as_padded(model, batch, expected, expected_grad, *, backward: bool) -> None:
+    """Log-probs equal the padded rows'; with `backward` the gradients too (torch has no FlexAttention backward on
+    a CPU, so the flex path is checked forward only)."""
+    if not backward:
+        with torch.no_grad():
+            assert torch.allclose(preference_logps(model, batch).logps, expected, atol=2e-5, rtol=0)
+        return
+    got = preference_logps(model, batch).logps
+    assert torch.allclose(got, expected, atol=2e-5, rtol=0)
+    got.sum().backward()
+    assert_same_gradients(model, expected_grad)
 
 
 @pytest.fixture
@@ -70,28 +92,14 @@ def test_block_mask_is_the_dense_rule(pack, max_length):
 @pytest.mark.parametrize("max_length", [None, 48])
 def test_shared_rows_equal_two_padded_rows_under_each_attention(attention, pack, max_length, uncompiled_flex):
     examples = _examples()
-    baseline = _model("sdpa")
-    padded = collate_pairs(examples, pad_token_id=0, max_length=max_length)
-    expected = preference_logps(baseline, padded).logps
-    expected.sum().backward()
-    expected_grad = {name: p.grad.clone() for name, p in baseline.named_parameters()}
+    expected, expected_grad = _two_padded_rows(examples, max_length)
 
     model = _model(attention)
     # No mask from the collator: it is built for the model's attention (dense, or a flex block mask).
     batch = collate_shared(examples, pad_token_id=0, pack=pack, row_tokens=160, max_length=max_length,
                            dense_mask=False)
     assert "attention_mask" not in batch
-    if attention == "flex_attention":  # torch has no FlexAttention backward on a CPU: the forward is checked here
-        with torch.no_grad():
-            got = preference_logps(model, batch).logps
-        assert torch.allclose(got, expected.detach(), atol=2e-5, rtol=0)
-        return
-    got = preference_logps(model, batch).logps
-    assert torch.allclose(got, expected, atol=2e-5, rtol=0)
-    got.sum().backward()
-    for name, p in model.named_parameters():
-        scale = expected_grad[name].abs().max().item()
-        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+    _assert_same_as_padded(model, batch, expected, expected_grad, backward=attention != "flex_attention")
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "flex_attention", "position_ids"])
@@ -101,11 +109,7 @@ def test_packed_whole_sequences_equal_two_padded_rows(attention, max_length, unc
     a dense mask, a flex block mask, or no mask at all (transformers finds the sequences from `position_ids`, the
     route variable-length flash attention takes on a GPU)."""
     examples = _examples()
-    baseline = _model("sdpa")
-    padded = collate_pairs(examples, pad_token_id=0, max_length=max_length)
-    expected = preference_logps(baseline, padded).logps
-    expected.sum().backward()
-    expected_grad = {name: p.grad.clone() for name, p in baseline.named_parameters()}
+    expected, expected_grad = _two_padded_rows(examples, max_length)
 
     model = _model("flex_attention" if attention == "flex_attention" else "sdpa")
     batch = collate_shared(examples, pad_token_id=0, pack=True, row_tokens=None, max_length=max_length,
@@ -113,14 +117,4 @@ def test_packed_whole_sequences_equal_two_padded_rows(attention, max_length, unc
     assert batch["input_ids"].size(0) == 1  # one row: every pair of the batch
     if attention == "position_ids":
         batch = {k: v for k, v in batch.items() if k not in ("segment_ids", "segment_kind")}
-    if attention == "flex_attention":  # no FlexAttention backward on a CPU
-        with torch.no_grad():
-            got = preference_logps(model, batch).logps
-        assert torch.allclose(got, expected.detach(), atol=2e-5, rtol=0)
-        return
-    got = preference_logps(model, batch).logps
-    assert torch.allclose(got, expected, atol=2e-5, rtol=0)
-    got.sum().backward()
-    for name, p in model.named_parameters():
-        scale = expected_grad[name].abs().max().item()
-        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+    _assert_same_as_padded(model, batch, expected, expected_grad, backward=attention != "flex_attention")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from aligntune.modeling import collate_pairs, collate_shared, preference_logps, tokenize_pair
 from aligntune.modeling.lm_head import resolve_chunk_size
+
+from conftest import assert_same_gradients, gradients
 
 ROWS = [
     {"prompt": "Q: what is 2 plus 3? A:", "chosen": " 5", "rejected": " 6"},
@@ -59,16 +60,14 @@ def test_scored_positions_give_the_full_logits_answer_and_gradients(kind, chunk_
     padded = collate_pairs(examples, pad_token_id=tokenizer.pad_token_id or 0)
     expected = _reference(model, padded)
     expected.sum().backward()
-    expected_grad = {name: p.grad.clone() for name, p in model.named_parameters()}
+    expected_grad = gradients(model)
     model.zero_grad()
 
     result = preference_logps(model, padded, chunk_size=chunk_size)
     assert result.head_layout == ("scored positions, chunks of 2" if chunk_size == 2 else "scored positions")
     assert torch.allclose(result.logps.double(), expected, atol=2e-5, rtol=0)
     result.logps.sum().backward()
-    for name, p in model.named_parameters():  # float32 against a float64 log-softmax: relative to the largest
-        scale = expected_grad[name].abs().max().item()
-        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+    assert_same_gradients(model, expected_grad)  # float32 against a float64 log-softmax
     model.zero_grad()
 
     shared = collate_shared(examples, pad_token_id=tokenizer.pad_token_id or 0, pack=True, row_tokens=64)
@@ -114,12 +113,10 @@ def test_chunks_over_a_32k_vocabulary_equal_the_whole_head(tokenizer):
     padded = collate_pairs(examples, pad_token_id=tokenizer.pad_token_id or 0)
     expected = _reference(model, padded)
     expected.sum().backward()
-    expected_grad = {name: p.grad.clone() for name, p in model.named_parameters()}
+    expected_grad = gradients(model)
     model.zero_grad()
     result = preference_logps(model, padded, chunk_size=5)
     assert result.head_layout == "scored positions, chunks of 5"
     assert torch.allclose(result.logps.double(), expected, atol=2e-5, rtol=0)
     result.logps.sum().backward()
-    for name, p in model.named_parameters():
-        scale = expected_grad[name].abs().max().item()
-        assert (p.grad - expected_grad[name]).abs().max().item() <= 1e-5 * scale + 1e-7, name
+    assert_same_gradients(model, expected_grad)

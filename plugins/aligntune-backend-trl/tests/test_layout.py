@@ -6,7 +6,7 @@ import pytest
 
 from aligntune.core.config import TrainConfig
 from aligntune.errors import ConfigError
-from aligntune_backend_trl.layout import choose_layout, supports_flex
+from aligntune_backend_trl.layout import choose_layout, read_model_config, supports_flex
 
 
 def _config(model_name="m", **options) -> TrainConfig:
@@ -20,7 +20,7 @@ def test_cpu_default_is_packed_sharing_with_the_dense_mask():
 
 
 def test_gpu_default_uses_a_flex_block_mask_when_the_model_class_supports_it(tiny_model):
-    assert supports_flex(str(tiny_model))  # Llama
+    assert supports_flex(read_model_config(str(tiny_model)))  # Llama
     layout = choose_layout(_config(tiny_model), cuda=True)
     assert (layout.prefix_sharing, layout.packing, layout.attn_implementation) == (True, True, "flex_attention")
     assert layout.description == "packed prefix-shared rows, flex block mask"
@@ -30,7 +30,7 @@ def test_gpu_default_uses_a_flex_block_mask_when_the_model_class_supports_it(tin
 
 
 def test_gpu_without_flex_support_shares_with_a_dense_mask_and_no_packing(tmp_path):
-    assert not supports_flex(str(tmp_path / "no-such-model"))
+    assert not supports_flex(read_model_config(str(tmp_path / "no-such-model")))
     layout = choose_layout(_config(tmp_path / "no-such-model"), cuda=True)
     assert (layout.prefix_sharing, layout.packing, layout.attn_implementation) == (True, False, None)
 

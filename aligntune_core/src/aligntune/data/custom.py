@@ -18,6 +18,7 @@ from aligntune.data.rows import log_report, rows_to_dataset, validate_rows
 from aligntune.data.transforms import (
     has_slice,
     infer_prompt_column,
+    needs_row_count,
     process_rows,
     rename_columns,
     resolve_processing_fn,
@@ -71,11 +72,8 @@ def iter_local_rows(paths: list[Path], split: str | None = None) -> Iterator[tup
         for path in paths:
             yield from iter_file_rows(path)
         return
-    try:
-        start, stop = slice_bounds(split, None)
-    except Exception:  # a percentage or a negative bound: count the rows
-        total = sum(1 for path in paths for _ in iter_file_rows(path))
-        start, stop = slice_bounds(split, total)
+    total = sum(1 for path in paths for _ in iter_file_rows(path)) if needs_row_count(split) else None
+    start, stop = slice_bounds(split, total)
     yield from slice_rows((row for path in paths for row in iter_file_rows(path)), start, stop)
 
 
@@ -126,7 +124,7 @@ def load(request: DatasetRequest) -> PreferenceData:
         )
     paths = local_files(request)
     if paths is not None and has_slice(request.split):
-        slice_bounds(request.split, 0)  # a malformed slice fails before any file is read
+        needs_row_count(request.split)  # checks the slice's form: a malformed one fails before any file is read
     if request.streaming:
         return _stream(request, paths)
     if paths is not None:

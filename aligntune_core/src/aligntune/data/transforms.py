@@ -144,6 +144,7 @@ def process_rows(rows: Iterable[tuple[str, Any]], fn: Callable[..., Any] | None,
         return
     kwargs = dict(kwargs or {})
     name = describe_callable(fn)
+    rows = _mappings_only(rows)
     if not batched:
         for location, row in rows:
             try:
@@ -176,12 +177,20 @@ def process_rows(rows: Iterable[tuple[str, Any]], fn: Callable[..., Any] | None,
             yield f"{first} (+{index} after processing_fn)", {key: values[index] for key, values in result.items()}
 
     for location, row in rows:
-        pending.append((location, row if isinstance(row, Mapping) else {}))
+        pending.append((location, row))
         if len(pending) >= batch_size:
             yield from run(pending)
             pending = []
     if pending:
         yield from run(pending)
+
+
+def _mappings_only(rows: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    for location, row in rows:
+        if not isinstance(row, Mapping):
+            raise DataError(f"{location}: expected an object (a row of named columns) for processing_fn, got "
+                            f"{type(row).__name__}")
+        yield location, row
 
 
 # -- system_prompt -----------------------------------------------------------------------------------------------------
@@ -228,9 +237,8 @@ def has_slice(split: str) -> bool:
     return _SLICE.match(split) is not None
 
 
-def slice_bounds(split: str, total: int | None) -> tuple[int, int | None]:
-    """[start, stop) of a `name[a:b]` split (ints or percents, as `datasets` reads them) over `total` rows.
-    `total` may be None when the slice has no percent and no negative bound."""
+def _read_instruction(split: str):
+    """`datasets`' reading of a sliced split (a malformed one is a ConfigError that shows the form)."""
     from datasets import ReadInstruction
 
     try:
@@ -238,13 +246,25 @@ def slice_bounds(split: str, total: int | None) -> tuple[int, int | None]:
     except (ValueError, AssertionError) as exc:
         raise ConfigError(f"split {split!r}: {exc}. Write a slice as e.g. train[:50%], train[100:], "
                           "train[10%:20%]") from None
-    relative = instruction._relative_instructions  # one per '+' part; we read one split
-    if len(relative) != 1:
+    if len(instruction._relative_instructions) != 1:  # one per '+' part; we read one split
         raise ConfigError(f"split {split!r}: local files take one split with one slice; concatenate files with "
                           "data_files instead of '+'")
-    part = relative[0]
+    return instruction
+
+
+def needs_row_count(split: str) -> bool:
+    """Whether the slice depends on the number of rows (a percentage or a negative bound); checks its form."""
+    part = _read_instruction(split)._relative_instructions[0]
+    return part.unit == "%" or (part.from_ or 0) < 0 or (part.to or 0) < 0
+
+
+def slice_bounds(split: str, total: int | None) -> tuple[int, int | None]:
+    """[start, stop) of a `name[a:b]` split (ints or percents, as `datasets` reads them) over `total` rows;
+    `total` is only needed when `needs_row_count(split)`."""
+    instruction = _read_instruction(split)
+    part = instruction._relative_instructions[0]
     if total is None:
-        if part.unit == "%" or (part.from_ or 0) < 0 or (part.to or 0) < 0:
+        if needs_row_count(split):
             raise ConfigError(f"split {split!r} needs the number of rows (a percentage or a negative bound)")
         return part.from_ or 0, part.to
     absolute = instruction.to_absolute({part.splitname: total})[0]

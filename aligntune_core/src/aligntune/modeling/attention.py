@@ -64,10 +64,9 @@ def block_mask(segment_ids: torch.Tensor, segment_kind: torch.Tensor):
 
 
 def attention_implementation(model: torch.nn.Module) -> str | None:
-    from aligntune.modeling.lm_head import _unwrap
+    from aligntune.modeling.lm_head import model_config
 
-    config = getattr(_unwrap(model), "config", None)
-    return getattr(config, "_attn_implementation", None)
+    return getattr(model_config(model), "_attn_implementation", None)
 
 
 def uses_position_ids_only(implementation: str | None) -> bool:

@@ -18,6 +18,7 @@ heads fall back to the whole-head path, and `head_layout` says which ran.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,14 +41,15 @@ class _Capture:
     hidden: torch.Tensor | None = None
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_wrappers(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP / DeepSpeed engine wrappers (`.module`); a PEFT model stays itself (it forwards)."""
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP, DeepSpeed engine
         model = model.module
     return model
 
 
 def output_embeddings(model: torch.nn.Module) -> torch.nn.Module | None:
-    inner = _unwrap(model)
+    inner = unwrap_wrappers(model)
     getter = getattr(inner, "get_output_embeddings", None)
     try:
         return getter() if getter is not None else None
@@ -55,8 +57,8 @@ def output_embeddings(model: torch.nn.Module) -> torch.nn.Module | None:
         return None
 
 
-def _config(model: torch.nn.Module) -> Any:
-    return getattr(_unwrap(model), "config", None)
+def model_config(model: torch.nn.Module) -> Any:
+    return getattr(unwrap_wrappers(model), "config", None)
 
 
 @contextlib.contextmanager
@@ -81,12 +83,12 @@ def _head_hook(head: torch.nn.Module, capture: _Capture) -> Iterator[None]:
 
 
 # Models whose logits were found not to be `post_process(head(hidden))`: chunks are never used for them again.
-_NOT_CHUNKABLE: set[int] = set()
+_NOT_CHUNKABLE: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
 
 
 def chunkable_head(model: torch.nn.Module) -> bool:
     """Whether chunks may compute the logits: a linear head, and not found otherwise on an earlier batch."""
-    return isinstance(output_embeddings(model), torch.nn.Linear) and id(_unwrap(model)) not in _NOT_CHUNKABLE
+    return isinstance(output_embeddings(model), torch.nn.Linear) and unwrap_wrappers(model) not in _NOT_CHUNKABLE
 
 
 def _post_process(logits: torch.Tensor, config: Any) -> torch.Tensor:
@@ -175,7 +177,7 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
     `columns[i]` of `input_ids`. Returns the scores and the head layout that ran: `"scored positions"`,
     `"scored positions, chunks of N"`, or `"all positions"` (a model whose forward never calls its head module)."""
     head = output_embeddings(model)
-    config = _config(model)
+    config = model_config(model)
     input_ids = forward_kwargs["input_ids"]
     length = input_ids.size(1)
     if head is None:
@@ -197,7 +199,7 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
             ours = _post_process(F.linear(capture.hidden[:1], head.weight, head.bias), config)[0].float()
         tolerance = 1e-2 if head.weight.dtype != torch.float32 else 1e-4
         if own.numel() and not torch.allclose(own, ours, rtol=tolerance, atol=tolerance):
-            _NOT_CHUNKABLE.add(id(_unwrap(model)))
+            _NOT_CHUNKABLE.add(unwrap_wrappers(model))
             _log_fallback(model)
             scores, _ = scored_forward(model, rows, columns, targets, chunk_size=None, **forward_kwargs)
             return scores, "scored positions (chunks disabled: the model post-processes its logits)"
@@ -223,4 +225,4 @@ def _log_fallback(model: torch.nn.Module) -> None:
     structlog.get_logger("aligntune.modeling").warning(
         "chunked log-probs disabled for this model: its logits are not its head's output (an unknown "
         "post-processing step); the head runs on all scored positions at once",
-        model=type(_unwrap(model)).__name__)
+        model=type(unwrap_wrappers(model)).__name__)

@@ -59,26 +59,33 @@ def requested_attention(config: TrainConfig) -> str | None:
     return (config.training_args.get("model_init_kwargs") or {}).get("attn_implementation")
 
 
-def supports_flex(model_name: str) -> bool:
-    """Whether the model's class can run `flex_attention` (read from its config; nothing is loaded)."""
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        model_class = AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(model_name))]
-    except Exception:  # an unknown architecture or an unreadable config: the dense mask is the safe choice
-        return False
-    return bool(getattr(model_class, "_supports_flex_attn", False))
-
-
-def router_loss_weight(config: TrainConfig) -> float:
-    """The weight of a mixture-of-experts model's router load-balancing loss in the DPO loss (0: none), as TRL
-    decides it: `training_args.router_aux_loss_coef`, else the architecture's own coefficient."""
+def read_model_config(model_name: str) -> Any:
+    """The model's `config.json` as a transformers config (nothing else is loaded), or None when it cannot be read
+    here; the layout then takes the choices that need nothing from it (dense mask, no router loss)."""
     try:
         from transformers import AutoConfig
 
-        model_config = AutoConfig.from_pretrained(config.model_name).get_text_config()
-    except Exception:
+        return AutoConfig.from_pretrained(model_name)
+    except Exception:  # a missing or unreadable config fails later, where the model is loaded, with its own error
+        return None
+
+
+def supports_flex(model_config: Any) -> bool:
+    """Whether the model's class can run `flex_attention`."""
+    from transformers import AutoModelForCausalLM
+
+    if model_config is None:
+        return False
+    model_class = AutoModelForCausalLM._model_mapping.get(type(model_config), None)
+    return bool(getattr(model_class, "_supports_flex_attn", False))
+
+
+def router_loss_weight(config: TrainConfig, model_config: Any) -> float:
+    """The weight of a mixture-of-experts model's router load-balancing loss in the DPO loss (0: none), as TRL
+    decides it: `training_args.router_aux_loss_coef`, else the architecture's own coefficient."""
+    if model_config is None:
         return 0.0
+    model_config = model_config.get_text_config()
     if not hasattr(model_config, "output_router_logits"):
         return 0.0
     given = config.training_args.get("router_aux_loss_coef")
@@ -90,7 +97,8 @@ def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = Tr
     """The layout for `config` on this device. `model_loaded`: the model comes already loaded (another backend),
     so its attention cannot be chosen here."""
     requested = requested_attention(config)
-    if router_loss_weight(config):
+    model_config = read_model_config(config.model_name)
+    if router_loss_weight(config, model_config):
         if config.prefix_sharing is True or config.packing is True:
             raise ConfigError(
                 "prefix_sharing/packing cannot be used with a mixture-of-experts model whose router load-balancing "
@@ -108,7 +116,7 @@ def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = Tr
             return Layout(False, True, requested, f"attn_implementation {requested!r}: variable-length attention")
         return Layout(False, False, requested, f"attn_implementation {requested!r} takes no packed-row mask")
     attention = requested
-    if attention is None and cuda and not model_loaded and supports_flex(config.model_name):
+    if attention is None and cuda and not model_loaded and supports_flex(model_config):
         attention = FLEX
     sharing = config.prefix_sharing if config.prefix_sharing is not None else sharing_default
     if not sharing:
