@@ -3,12 +3,16 @@
     aligntune train [CONFIG.yaml] [--set key=value ...]   train (no config: the offline demo)
     aligntune eval CONFIG.yaml [--set key=value ...]       evaluate (reward_margin, preference_accuracy, win_rate)
     aligntune plugins list [--json]                        what is installed
+    aligntune launch-configs                               the shipped accelerate configs (for `distributed:`)
+
+Several processes: `aligntune train CONFIG.yaml --num-processes 2 --distributed fsdp2` (docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="resume even if the checkpoint was written with different settings")
     train.add_argument("--overwrite-output-dir", action="store_true",
                        help="replace the run in output_dir (its checkpoints and model are deleted first)")
+    scale = train.add_argument_group("several processes (docs/distributed.md)")
+    scale.add_argument("--num-processes", dest="flag_num_processes", type=int, default=None, metavar="N",
+                       help="train on N processes (the option num_processes; default: every GPU of this machine)")
+    scale.add_argument("--distributed", dest="flag_distributed", default=None, metavar="NAME|PATH",
+                       help="a shipped accelerate config (see `aligntune launch-configs`) or an accelerate config "
+                            "file (the option distributed)")
+    scale.add_argument("--launcher", dest="flag_launcher", choices=("accelerate", "torchrun"), default=None,
+                       help="what starts the processes (the option launcher; default accelerate)")
     legacy = train.add_argument_group("AlignTune 0.x flags (docs/migrating.md)")
     legacy.add_argument("--config", dest="legacy_config", metavar="CONFIG.yaml",
                         help="a config file (flat, or AlignTune 0.x's nested algo/model/datasets/train/logging)")
@@ -52,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="override an option (value read as YAML; repeatable)")
 
     commands.add_parser("info", help="versions, devices and plugins of this installation")
+    commands.add_parser("launch-configs", help="the accelerate configs aligntune ships, for `distributed:`")
     commands.add_parser("list-backends", help="installed training backends and whether they can run here")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins")
@@ -66,7 +79,7 @@ def _flag_values(args: argparse.Namespace) -> dict[str, object]:
             if name.startswith("flag_") and value is not None}
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
     flags = _flag_values(args)
     if args.config is not None and args.legacy_config is not None:
         from aligntune.errors import ConfigError
@@ -93,6 +106,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.overwrite_output_dir:
         values["overwrite_output_dir"] = True
     config = TrainConfig.from_mapping(values, source=config_file, lines=lines)
+    from aligntune import launch
+
+    if launch.wants_launch(config):  # start the processes; each runs this same command and trains
+        return _launch(config, argv)
     announce_defaults(translation)
     trainer = create_trainer_from_config(config)
     result = trainer.train()
@@ -102,6 +119,29 @@ def _train(args: argparse.Namespace) -> int:
     if main_process:  # under torchrun: one summary, not one per process
         print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
         print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
+    return 0
+
+
+def _launch(config, argv: list[str]) -> int:
+    import subprocess
+
+    import structlog
+
+    from aligntune import launch
+
+    command = launch.launch_command(config, argv)
+    structlog.get_logger("aligntune.launch").info(
+        "launching", processes=config.num_processes or launch.default_num_processes(),
+        distributed=launch.resolve_launch_config(config.distributed or "ddp").describe(),
+        command=" ".join(command))
+    return subprocess.run(command, check=False, env={**os.environ, launch.LAUNCHED_ENV: "1"}).returncode
+
+
+def _launch_configs() -> int:
+    from aligntune import launch
+
+    for name, path in launch.shipped_configs().items():
+        print(f"{name:<15}{launch.resolve_launch_config(name).describe():<36}{path}")
     return 0
 
 
@@ -200,15 +240,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aligntune.logging_setup import configure_logging
 
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     try:
         if args.command == "train":
-            return _train(args)
+            return _train(args, argv)
         if args.command == "eval":
             return _eval(args)
         if args.command == "info":
             return _info()
+        if args.command == "launch-configs":
+            return _launch_configs()
         if args.command == "list-backends":
             return _list_backends()
         if args.command == "plugins" and args.plugins_command == "list":

@@ -31,8 +31,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
 def create_trainer_from_config(config: TrainConfig, *, check_output_dir: bool = True) -> Any:
     """`check_output_dir=False`: a directory holding another run is refused when `train()` starts rather than now,
     so that `trainer.train(resume_from_checkpoint=True)` can still resume it (the Python API, as in HF Trainer)."""
+    from aligntune.launch import check_launch
     from aligntune.runs import prepare_run_config
 
+    check_launch(config)  # several processes: the ones running are the ones the config asks for
     resolve_config(config)
     config = prepare_run_config(config, check_contents=check_output_dir)
     backend = get_backend(config.backend)

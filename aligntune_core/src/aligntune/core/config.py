@@ -19,6 +19,7 @@ from aligntune.data.transforms import (
     system_prompt_problem,
 )
 from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
+from aligntune.launch import LAUNCHERS, distributed_problem
 
 SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -309,6 +310,14 @@ class TrainConfig:
     )
     training_args: dict[str, Any] = attrs.field(
         factory=dict, validator=_finite_mapping("a mapping of extra trainer arguments")
+    )
+    # Several processes (docs/distributed.md): a shipped accelerate config by name, or an accelerate config file.
+    distributed: str | None = attrs.field(default=None, validator=_problem(distributed_problem))
+    num_processes: int | None = attrs.field(
+        default=None, validator=_check(_optional(_positive_int), "an integer >= 1, or null (every GPU of this machine)")
+    )
+    launcher: str | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or v in LAUNCHERS, f"one of {LAUNCHERS}, or null (accelerate)")
     )
 
     def __attrs_post_init__(self) -> None:

@@ -65,15 +65,31 @@ def default_cache_dir() -> Path:
     return Path(root) / "ref-logps"
 
 
+def _model_class(model: torch.nn.Module) -> type:
+    """The model's own class: FSDP2's `fully_shard` swaps in a subclass named `FSDP<class>`."""
+    cls = type(model)
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch build without distributed support
+        return cls
+    if issubclass(cls, FSDPModule):
+        return next(base for base in cls.__mro__[1:] if not issubclass(base, FSDPModule))
+    return cls
+
+
 def model_fingerprint(model: torch.nn.Module, *, skip: Iterable[str] = ("lora_",)) -> str:
     """A digest of the parameters that compute the reference (adapter weights excluded: the reference runs with
-    adapters disabled)."""
+    adapters disabled). A parameter sharded across processes (FSDP2's DTensor) is gathered whole, one at a time, so
+    every process computes the same digest as one process would; all processes must call this together."""
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(type(model).__name__.encode())
+    digest.update(_model_class(model).__name__.encode())
     for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
         if any(marker in name for marker in skip):
             continue
-        tensor = parameter.detach().cpu().contiguous()
+        tensor = parameter.detach()
+        if hasattr(tensor, "full_tensor"):  # a DTensor: this process holds a shard
+            tensor = tensor.full_tensor()
+        tensor = tensor.cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

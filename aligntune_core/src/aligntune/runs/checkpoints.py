@@ -87,8 +87,11 @@ def latest_complete_checkpoint(
 
 def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """`key: saved -> current` for each setting that differs."""
+    implied = {"processes": 1}  # a fingerprint names the number of processes only when there are several
     keys = sorted(set(saved) | set(current))
-    return [f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in keys if saved.get(key) != current.get(key)]
+    before = {key: saved.get(key, implied.get(key)) for key in keys}
+    after = {key: current.get(key, implied.get(key)) for key in keys}
+    return [f"{key}: {before[key]!r} -> {after[key]!r}" for key in keys if before[key] != after[key]]
 
 
 def resolve_resume_checkpoint(

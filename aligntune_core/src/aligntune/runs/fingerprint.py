@@ -21,6 +21,9 @@ NOT_RESULT_SETTINGS = frozenset({
     "max_nonfinite_steps", "save_on_interrupt", "logging_steps", "save_steps", "report_to", "ref_logps_cache",
     "ref_logps_cache_dir", "eval_split", "eval_dataset_name", "strict_data",
     "logps_chunk_size",  # the same log-probs to float tolerance, computed in less memory
+    # How processes are started and sharded: the same result to float tolerance. The number of processes does
+    # change what trains (the global batch is batch_size x processes); it enters the fingerprint as `processes`.
+    "distributed", "num_processes", "launcher",
 })
 NOT_RESULT_TRAINING_ARGS = frozenset({
     "disable_tqdm", "logging_dir", "logging_strategy", "logging_first_step", "save_total_limit", "save_strategy",
@@ -48,9 +51,12 @@ def stream_source_digest(config: TrainConfig) -> str:
     return "stream:" + hashlib.blake2b(json.dumps(source).encode(), digest_size=16).hexdigest()
 
 
-def run_fingerprint(config: TrainConfig, *, train_data: str) -> dict[str, Any]:
-    """`{"digest": ..., "values": {setting: value}}`; `train_data` is a digest of the tokenized training pairs."""
+def run_fingerprint(config: TrainConfig, *, train_data: str, processes: int = 1) -> dict[str, Any]:
+    """`{"digest": ..., "values": {setting: value}}`; `train_data` is a digest of the tokenized training pairs,
+    `processes` the number of training processes (each takes `batch_size` pairs per step)."""
     values = {key: value for key, value in config.to_dict().items() if key not in NOT_RESULT_SETTINGS}
+    if processes != 1:  # (absent for one process, so single-process fingerprints stay what they were)
+        values["processes"] = processes
     values["training_args"] = {key: value for key, value in sorted(values["training_args"].items())
                                if key not in NOT_RESULT_TRAINING_ARGS}
     values["model_name"] = resolved_path(config.model_name)

@@ -10,6 +10,7 @@ from aligntune.core.config import TrainConfig
 from aligntune.core.model_paths import check_model_dir
 from aligntune.data import load_preference_data
 from aligntune.errors import ConfigError, did_you_mean
+from aligntune.launch import running_kind
 from aligntune.losses import resolve_loss
 
 from aligntune_backend_trl.layout import check_model_attention, choose_layout, requested_attention
@@ -184,8 +185,8 @@ def resolve_precompute(config: TrainConfig) -> tuple[bool, str]:
         return False, "streaming: there is no pass over the data before training"
     if config.training_args.get("sync_ref_model"):
         return False, "sync_ref_model updates the reference during training"
-    if config.training_args.get("deepspeed"):
-        return False, "DeepSpeed: the reference runs alongside the policy each step"
+    if config.training_args.get("deepspeed") or running_kind() == "deepspeed":
+        return False, "DeepSpeed: the reference runs alongside the policy each step, sharded like it"
     return True, "default: measured faster or equal, and no reference copy in memory"
 
 

@@ -19,6 +19,7 @@ import torch
 from aligntune.core.run_record import build_run_record, write_run_record
 from aligntune.data.length_report import announce
 from aligntune.errors import ConfigError, NonFiniteError, ResumeError, TrainingInterrupted
+from aligntune.launch import run_record_entry
 from aligntune.modeling import ref_cache
 from aligntune.runs import (
     MARKER,
@@ -224,7 +225,8 @@ class RunLifecycleMixin:
             else:
                 train_data = ref_cache.data_fingerprint(
                     self.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]))
-            self._fingerprint = run_fingerprint(self.aligntune_config, train_data=train_data)
+            self._fingerprint = run_fingerprint(self.aligntune_config, train_data=train_data,
+                                                processes=self.accelerator.num_processes)
         return self._fingerprint
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -405,6 +407,13 @@ class RunLifecycleMixin:
                     "nonfinite_steps_skipped": self._guard.skipped_total,
                     "on_nonfinite": self.aligntune_config.on_nonfinite,
                     "fingerprint": self._fingerprint["digest"] if self._fingerprint else None,
+                },
+                "reference_log_probs": {"precomputed": bool(getattr(self, "precompute_ref_logps", False)),
+                                        "cache_hits": getattr(self, "ref_cache_hits", 0)},
+                "processes": {
+                    **run_record_entry(self.aligntune_config),
+                    "world_size": self.accelerator.num_processes,
+                    "distributed_type": str(self.accelerator.distributed_type.value),
                 },
                 "data": data,
                 "train_metrics": {

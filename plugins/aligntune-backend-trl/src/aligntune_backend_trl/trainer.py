@@ -22,6 +22,7 @@ import structlog
 import torch
 from aligntune.core.config import TrainConfig
 from aligntune.data.length_report import LengthCounter, announce, tokenization_report
+from aligntune.launch import check_sharding
 from aligntune.losses import ResolvedLoss
 from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, ref_cache, split_pairs
 from aligntune.modeling.tokenize import common_prefix_length
@@ -139,6 +140,11 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             self.precompute_ref_logps = False
         self.add_callback(StopOnSignal(self))
 
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        # Before any model work: the sharding accelerate set up is the one the run was launched for.
+        check_sharding(self.accelerator.distributed_type.value)
+
     # -- data ------------------------------------------------------------------------------------------------------
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
@@ -245,9 +251,10 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         # Full fine-tuning with precomputed log-probs: before training, the policy is the reference.
         return self.model, contextlib.nullcontext()
 
-    def reference_logps(self, inputs: dict[str, torch.Tensor]) -> CompletionLogps:
-        """Reference log-probs of one batch, without gradients."""
+    def reference_logps(self, inputs: dict[str, torch.Tensor], engine: Any = None) -> CompletionLogps:
+        """Reference log-probs of one batch, without gradients (through `engine` when one wraps the reference)."""
         model, context = self._reference_context()
+        model = engine if engine is not None else model
         self.reference_forward_calls += 1
         with torch.no_grad(), context:
             return preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size)
@@ -272,7 +279,13 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         key = self._ref_cache_key(dataset) if config.ref_logps_cache else None
         if key is not None:
             cached = ref_cache.load(cache_dir, key)
-            if cached is not None and len(cached[0]) == len(dataset):
+            if cached is not None and len(cached[0]) != len(dataset):
+                cached = None
+            if not self._all_processes_agree(cached is not None):
+                # Several processes compute the columns together (each its share, then gathered): all of them
+                # read the cache, or none does (a node whose disk lacks the entry would otherwise wait forever).
+                cached = None
+            if cached is not None:
                 self.ref_cache_hits += 1
                 _log.info("reference log-probs read from the cache", dataset=name, path=str(cache_dir / f"{key}.pt"))
                 dataset = dataset.add_column("ref_chosen_logps", cached[0])
@@ -292,14 +305,31 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         dataset = dataset.add_column("ref_chosen_logps", chosen.tolist())
         return dataset.add_column("ref_rejected_logps", rejected.tolist())
 
+    def _all_processes_agree(self, value: bool) -> bool:
+        """True where `value` is true in every process of the run."""
+        if self.accelerator.num_processes == 1:
+            return value
+        flag = torch.tensor([1 if value else 0], device=self.accelerator.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
+
     def _compute_reference_columns(self, dataset, name, batch_size):
         loader = self.accelerator.prepare(
             DataLoader(dataset, batch_size=batch_size, collate_fn=self.data_collator, shuffle=False)
         )
         chosen, rejected = [], []
+        engine = None
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            # Before `train()` prepares it, a ZeRO-3 policy's parameters are partitioned across processes: run the
+            # reference pass through a DeepSpeed inference engine that gathers them (as TRL does), built once.
+            if getattr(self, "_reference_engine", None) is None:
+                from trl.models import prepare_deepspeed
+
+                self._reference_engine = prepare_deepspeed(self.model, self.accelerator)
+            engine = self._reference_engine
         for batch in tqdm(loader, desc=f"Reference log-probs ({name})", disable=not self.is_local_process_zero()):
             with self.accelerator.autocast():
-                ref = self.reference_logps(batch)
+                ref = self.reference_logps(batch, engine)
             ref_chosen, ref_rejected = split_pairs(ref.logps)
             ref_chosen, ref_rejected = self.accelerator.gather_for_metrics((ref_chosen, ref_rejected))
             chosen.append(ref_chosen.float().cpu())
