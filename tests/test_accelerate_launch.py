@@ -140,6 +140,27 @@ def test_ddp_and_fsdp2_train_as_one_process_does(tiny_model, pairs_jsonl, tmp_pa
     assert len(list(shared_cache.glob("*.pt"))) == 1
 
 
+@pytest.mark.parametrize("options", [{}, {"use_lora": True, "lora_r": 4, "lora_target_modules": ["q_proj", "v_proj"],
+                                      "learning_rate": 1e-2}], ids=["sharded-reference", "lora-adapter-off"])
+def test_fsdp2_reference_each_step_as_one_process(tiny_model, pairs_jsonl, tmp_path, options):
+    """The reference run alongside the policy (no precompute) under FSDP2: a full fine-tune's reference copy is
+    sharded like the policy; LoRA's reference is the sharded base with the adapter disabled."""
+    options = {**options, "precompute_ref_log_probs": False}
+    single, sharded = tmp_path / "single", tmp_path / "fsdp2"
+    proc = _aligntune("train", str(_config(tmp_path / "s.yaml", tiny_model, pairs_jsonl, single, batch_size=8, **options)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _aligntune("train", str(_config(tmp_path / "f.yaml", tiny_model, pairs_jsonl, sharded, **options)),
+                      "--num-processes", "2", "--distributed", "fsdp2", fsdp_on_cpu=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _losses(sharded, 3) == pytest.approx(_losses(single, 3), abs=1e-5)
+    assert _losses(single, 3)[1] != pytest.approx(_losses(single, 3)[0], abs=1e-4)  # it trained
+    weights = "adapter_model.safetensors" if options.get("use_lora") else "model.safetensors"
+    left, right = load_file(single / weights), load_file(sharded / weights)
+    assert set(left) == set(right) and max((left[k] - right[k]).abs().max().item() for k in left) < 1e-5
+    record = _record(sharded)
+    assert record["processes"]["distributed_type"] == "FSDP" and record["reference_log_probs"]["precomputed"] is False
+
+
 def test_fsdp_on_cpu_processes_is_refused_not_run_as_ddp(tiny_model, pairs_jsonl, tmp_path):
     """Without a GPU accelerate would train data-parallel under an FSDP launch: aligntune stops with one clear
     error per process and one summary line, not a launcher traceback."""
