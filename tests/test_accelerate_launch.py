@@ -43,9 +43,9 @@ def _config(path: Path, model: Path, data: Path, out: Path, **options) -> Path:
     return path
 
 
-def _losses(out: Path, step: int) -> list[float]:
+def _losses(out: Path, step: int, metric: str = "loss") -> list[float]:
     state = json.loads((out / f"checkpoint-{step}" / "trainer_state.json").read_text())
-    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    return [entry[metric] for entry in state["log_history"] if metric in entry]
 
 
 def _max_weight_diff(a: Path, b: Path) -> float:
@@ -78,6 +78,10 @@ def test_shipped_configs_are_valid_accelerate_configs(capsys):
     assert main(["launch-configs"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in shipped) and "DeepSpeed ZeRO-3 with CPU offload" in listing
+    assert main(["launch-configs", "--path", "zero3"]) == 0
+    assert capsys.readouterr().out.strip() == str(shipped["zero3"])
+    assert main(["launch-configs", "--path", "zero4"]) == 2
+    assert "neither a shipped accelerate config" in capsys.readouterr().err
 
 
 def test_launch_settings_that_cannot_run_are_errors(tiny_model, pairs_jsonl, tmp_path, monkeypatch):
@@ -130,6 +134,9 @@ def test_ddp_and_fsdp2_train_as_one_process_does(tiny_model, pairs_jsonl, tmp_pa
     assert len(reference) == 3 and reference[0] == pytest.approx(0.693147, abs=1e-5)
     for name, out in runs.items():
         assert _losses(out, 3) == pytest.approx(reference, abs=1e-5), name
+        # aligntune's own metrics are gathered across processes before they are logged
+        for metric in ("rewards/margins", "rewards/accuracies", "logps/chosen", "entropy", "num_tokens"):
+            assert _losses(out, 3, metric) == pytest.approx(_losses(single, 3, metric), rel=1e-4, abs=1e-5), metric
         assert _max_weight_diff(out, single) < 1e-5, name
         record = _record(out)
         assert record["processes"]["world_size"] == 2 and record["processes"]["config"] == name

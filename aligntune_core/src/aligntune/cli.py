@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="override an option (value read as YAML; repeatable)")
 
     commands.add_parser("info", help="versions, devices and plugins of this installation")
-    commands.add_parser("launch-configs", help="the accelerate configs aligntune ships, for `distributed:`")
+    configs = commands.add_parser("launch-configs", help="the accelerate configs aligntune ships, for `distributed:`")
+    configs.add_argument("--path", metavar="NAME", help="print only the file of this config (for accelerate launch)")
     commands.add_parser("list-backends", help="installed training backends and whether they can run here")
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins")
@@ -137,9 +138,12 @@ def _launch(config, argv: list[str]) -> int:
     return subprocess.run(command, check=False, env={**os.environ, launch.LAUNCHED_ENV: "1"}).returncode
 
 
-def _launch_configs() -> int:
+def _launch_configs(args: argparse.Namespace) -> int:
     from aligntune import launch
 
+    if args.path:
+        print(launch.resolve_launch_config(args.path).path)
+        return 0
     for name, path in launch.shipped_configs().items():
         print(f"{name:<15}{launch.resolve_launch_config(name).describe():<36}{path}")
     return 0
@@ -251,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _info()
         if args.command == "launch-configs":
-            return _launch_configs()
+            return _launch_configs(args)
         if args.command == "list-backends":
             return _list_backends()
         if args.command == "plugins" and args.plugins_command == "list":
