@@ -154,7 +154,8 @@ def test_fsdp2_reference_each_step_as_one_process(tiny_model, pairs_jsonl, tmp_p
     sharded like the policy; LoRA's reference is the sharded base with the adapter disabled."""
     options = {**options, "precompute_ref_log_probs": False}
     single, sharded = tmp_path / "single", tmp_path / "fsdp2"
-    proc = _aligntune("train", str(_config(tmp_path / "s.yaml", tiny_model, pairs_jsonl, single, batch_size=8, **options)))
+    config = _config(tmp_path / "s.yaml", tiny_model, pairs_jsonl, single, batch_size=8, **options)
+    proc = _aligntune("train", str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _aligntune("train", str(_config(tmp_path / "f.yaml", tiny_model, pairs_jsonl, sharded, **options)),
                       "--num-processes", "2", "--distributed", "fsdp2", fsdp_on_cpu=True)
