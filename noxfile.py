@@ -73,6 +73,7 @@ def plugin(session: nox.Session, name: str) -> None:
 @nox.session(name="all")
 def all_(session: nox.Session) -> None:
     _install(session, CORE, *PLUGINS.values())
+    session.install("tensorboard")  # the tracker test reads the event files back
     _pytest(session, "aligntune_core/tests", *(p + "/tests" for p in PLUGINS.values()), "tests")
 
 

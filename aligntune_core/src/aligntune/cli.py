@@ -3,6 +3,7 @@
     aligntune train [CONFIG.yaml] [--set key=value ...]   train (no config: the offline demo)
     aligntune eval CONFIG.yaml [--set key=value ...]       evaluate (reward_margin, preference_accuracy, win_rate)
     aligntune plugins list [--json]                        what is installed
+    aligntune export RUN_DIR [--merge] [--push-to-hub REPO] a loadable model (LoRA merged) with a model card
     aligntune launch-configs                               the shipped accelerate configs (for `distributed:`)
 
 Several processes: `aligntune train CONFIG.yaml --num-processes 2 --distributed fsdp2` (docs/distributed.md).
@@ -20,12 +21,31 @@ from aligntune import __version__
 from aligntune.errors import AlignTuneError
 
 
+def _global_flags(defaults: bool) -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name (`aligntune --log-format json train x.yaml` and
+    `aligntune train x.yaml --log-format json`). Only the top level sets defaults, so a command's copy of a flag
+    replaces the top-level value only when it is given."""
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument("--log-format", choices=("console", "json"),
+                       default="console" if defaults else argparse.SUPPRESS,
+                       help="console lines, or JSON lines only (no progress bars) (default: console)")
+    flags.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       default="info" if defaults else argparse.SUPPRESS, help="(default: info)")
+    return flags
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aligntune", description="Preference fine-tuning (DPO) of language models.")
+    parser = argparse.ArgumentParser(prog="aligntune", description="Preference fine-tuning (DPO) of language models.",
+                                     parents=[_global_flags(defaults=True)])
     parser.add_argument("--version", action="version", version=f"aligntune {__version__}")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console", help="log line format")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    command_flags = _global_flags(defaults=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_parser = commands.add_parser
+
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return _add_parser(name, parents=[command_flags], **kwargs)
+
+    commands.add_parser = add_command  # every command, and the plugins subcommands below, take the global flags
 
     train = commands.add_parser("train", help="train with DPO (no CONFIG: run the offline demo)")
     train.add_argument("config", nargs="?", help="YAML file with create_rl_trainer options")
@@ -63,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="override an option (value read as YAML; repeatable)")
 
+    export = commands.add_parser("export", help="a loadable model from a run: merge LoRA, model card, upload")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="the output_dir of a finished run")
+    export.add_argument("--output", metavar="DIR", help="where to write it (default: RUN_DIR-export; must be empty)")
+    export.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
+                        help="merge a LoRA adapter into its base model (default) or copy the adapter (--no-merge)")
+    export.add_argument("--eval-results", metavar="PATH",
+                        help="results.json of `aligntune eval` (or its folder) for the model card; default: the "
+                             "first RUN_DIR/*/results.json")
+    export.add_argument("--push-to-hub", metavar="REPO", help="upload to this Hugging Face Hub repository (user/name)")
+    export.add_argument("--public", action="store_true", help="create the Hub repository public (default: private)")
     commands.add_parser("info", help="versions, devices and plugins of this installation")
     configs = commands.add_parser("launch-configs", help="the accelerate configs aligntune ships, for `distributed:`")
     configs.add_argument("--path", metavar="NAME", help="print only the file of this config (for accelerate launch)")
@@ -70,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="inspect installed plugins")
     plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
-    listing = plugin_commands.add_parser("list", help="list installed plugins and what they provide")
+    listing = plugin_commands.add_parser("list", help="list installed plugins and what they provide",
+                                         parents=[command_flags])
     listing.add_argument("--json", action="store_true", help="print the records as JSON")
     return parser
 
@@ -118,8 +149,23 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     del trainer  # nothing may hold the process group when it is destroyed
     _end_process_group()
     if main_process:  # under torchrun: one summary, not one per process
-        print(json.dumps({"output_dir": output_dir, **result.metrics}, indent=2, default=str))
-        print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
+        from aligntune.logging_setup import json_lines
+
+        summary = {"output_dir": output_dir, **result.metrics}
+        if json_lines():  # one JSON line on stdout; nothing but JSON lines on stderr
+            print(json.dumps(summary, default=str))
+        else:
+            print(json.dumps(summary, indent=2, default=str))
+            print(f"\nmodel, tokenizer and aligntune_run.json in {output_dir}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from aligntune.export import export_model
+
+    output = export_model(args.run_dir, args.output, merge=args.merge, eval_results=args.eval_results,
+                          push_to_hub=args.push_to_hub, private=not args.public)
+    print(output)
     return 0
 
 
@@ -254,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args)
         if args.command == "info":
             return _info()
+        if args.command == "export":
+            return _export(args)
         if args.command == "launch-configs":
             return _launch_configs(args)
         if args.command == "list-backends":
@@ -265,7 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     except AlignTuneError as exc:
-        print(f"aligntune: error: {exc}", file=sys.stderr)
+        from aligntune.logging_setup import json_lines
+
+        if json_lines():
+            print(json.dumps({"event": "error", "level": "error", "error": str(exc), "exit_code": exc.exit_code}),
+                  file=sys.stderr)
+        else:
+            print(f"aligntune: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("aligntune: interrupted", file=sys.stderr)

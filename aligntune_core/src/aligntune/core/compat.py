@@ -1,4 +1,9 @@
-"""AlignTune 0.x names and shapes, mapped onto ours in this one module.
+"""AlignTune 0.x and TRL names and shapes, mapped onto ours in this one module.
+
+TRL scripts' YAML (`trl dpo --config`, `DPOConfig`/`ModelConfig`/`ScriptArguments` fields such as
+`model_name_or_path`, `per_device_train_batch_size`, `num_train_epochs`, `max_length`, `dataset_train_split`)
+is accepted with the same meaning (`TRL_RENAMED`, and trainer fields in `TRAINING_ARGS`); docs/migrating-from-trl.md
+lists them.
 
 Scripts, YAML files and command lines written for AlignTune 0.x (the library our DPO guide comes from) use other
 names for some options (`use_peft`, `num_train_epochs`, `config_name`, ...), a nested YAML layout (`algo`, `model`,
@@ -36,6 +41,15 @@ RENAMED = {
     "algo": "algorithm",
     "max_target_length": "max_completion_length",
 }
+# TRL's own names (DPOConfig, ModelConfig, ScriptArguments) for an aligntune option with the same meaning.
+TRL_RENAMED = {
+    "model_name_or_path": "model_name",
+    "dataset_train_split": "split",
+    "dataset_test_split": "eval_split",
+    "dataset_streaming": "streaming",
+    "lora_target_modules": "lora_target_modules",
+}
+RENAMED.update({key: value for key, value in TRL_RENAMED.items() if key != value})
 # Trainer settings: TRL DPOConfig / transformers TrainingArguments fields (their name -> the field).
 TRAINING_ARGS = {
     "warmup_steps": "warmup_steps",
@@ -73,11 +87,29 @@ TRAINING_ARGS = {
     "disable_dropout": "disable_dropout",
     "dataset_num_proc": "dataset_num_proc",
     "pad_token": "pad_token",
+    "push_to_hub": "push_to_hub",
+    "hub_model_id": "hub_model_id",
+    "hub_private_repo": "hub_private_repo",
+    "hub_strategy": "hub_strategy",
+    "lr_scheduler_kwargs": "lr_scheduler_kwargs",
+    "adam_beta1": "adam_beta1",
+    "adam_beta2": "adam_beta2",
+    "adam_epsilon": "adam_epsilon",
+    "logging_first_step": "logging_first_step",
+    "bf16_full_eval": "bf16_full_eval",
+    "tf32": "tf32",
+    "torch_compile": "torch_compile",
+    "ddp_find_unused_parameters": "ddp_find_unused_parameters",
+    "gradient_checkpointing_kwargs": "gradient_checkpointing_kwargs",
+    "generate_during_eval": "generate_during_eval",
 }
 # Loss parameters (aligntune's losses read them from loss_params).
 LOSS_PARAMS = {"discopop_tau": "discopop_tau"}
 # Model loading settings: passed to `from_pretrained` through TRL's model_init_kwargs.
-MODEL_INIT = {"trust_remote_code": "trust_remote_code", "device_map": "device_map"}
+MODEL_INIT = {"trust_remote_code": "trust_remote_code", "device_map": "device_map",
+              # TRL's ModelConfig
+              "dtype": "dtype", "torch_dtype": "dtype", "attn_implementation": "attn_implementation",
+              "model_revision": "revision"}
 # Names that exist in AlignTune 0.x but have no DPO meaning here, or are not supported: what to do instead.
 REFUSED = {
     "field_mappings": "use column_mapping={your column: prompt | chosen | rejected}",
@@ -101,6 +133,14 @@ REFUSED = {
     "preserve_columns": "extra columns are ignored; prompt/chosen/rejected are what is trained on",
     "dpo_eval_enabled": "evaluate after training with aligntune eval / run_eval (docs/evaluation.md)",
     "dpo_eval_max_samples": "evaluate after training with run_eval(EvalConfig(max_samples=...))",
+    # TRL ModelConfig options aligntune does not offer
+    "use_rslora": "rank-stabilised LoRA is not offered; use lora_r / lora_alpha",
+    "use_dora": "DoRA is not offered; use LoRA (use_lora: true)",
+    "lora_modules_to_save": "extra trainable modules are not offered with LoRA here; train without LoRA to train them",
+    "load_in_8bit": "8-bit loading is not offered; use load_in_4bit: true (QLoRA)",
+    "bnb_4bit_quant_type": "aligntune's 4-bit loading is nf4 with double quantisation (load_in_4bit: true)",
+    "use_bnb_nested_quant": "aligntune's 4-bit loading always uses double quantisation (load_in_4bit: true)",
+    "dataset_mixture": "use datasets: [{name, split, weight}, ...] (docs/datasets.md, mixtures)",
 }
 # AlignTune 0.x options of its PPO/GRPO trainers (and its own loggers): its DPO trainer ignored them, so they are
 # ignored here too — with a warning that names them.

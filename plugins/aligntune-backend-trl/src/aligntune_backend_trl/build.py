@@ -11,6 +11,7 @@ from aligntune.core.model_paths import check_model_dir
 from aligntune.data import load_preference_data
 from aligntune.errors import ConfigError, did_you_mean
 from aligntune.launch import running_kind
+from aligntune.logging_setup import adopt_library_logging, json_lines
 from aligntune.losses import resolve_loss
 
 from aligntune_backend_trl.layout import check_model_attention, choose_layout, requested_attention
@@ -62,6 +63,8 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
     }
     if not torch.cuda.is_available():
         kwargs["use_cpu"] = True  # TRL's defaults refuse to start without a GPU otherwise
+    if json_lines():  # no progress bar; the metrics are logged as JSON lines instead (JsonMetricsLog)
+        kwargs["disable_tqdm"] = True
     if config.save_steps is None:
         kwargs["save_strategy"] = "no"
     else:
@@ -206,6 +209,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
 
     from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
 
+    adopt_library_logging()  # JSON-lines logs: transformers' and datasets' own output through them too
     if config.use_lora is None:
         config = attrs.evolve(config, use_lora=False)  # the TRL backend's default: full fine-tuning
     if config.output_dir is None:  # called directly rather than through create_rl_trainer
@@ -260,6 +264,14 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         )
     except OSError as exc:
         raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
+    if json_lines():
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        from aligntune_backend_trl.lifecycle import JsonMetricsLog
+
+        for callback in (PrinterCallback, ProgressCallback):  # both print Python dicts to stdout
+            trainer.remove_callback(callback)
+        trainer.add_callback(JsonMetricsLog())
     trainer.data_reports = {"train": train.report, "eval": evaluation.report if evaluation else None}
     trainer.data_sources = {"train": train, "eval": evaluation}
     check_model_attention(layout, trainer.accelerator.unwrap_model(trainer.model))

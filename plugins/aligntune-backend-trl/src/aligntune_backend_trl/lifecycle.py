@@ -369,7 +369,23 @@ class RunLifecycleMixin:
         super().save_model(output_dir, _internal_call=_internal_call)
         directory = Path(output_dir or self.args.output_dir)
         self._write_record(directory, model_saved=True)
+        self._write_model_card(directory)  # over PEFT's generic card for an adapter
         return str(directory)
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None,
+                          **kwargs: Any) -> None:
+        """aligntune's model card in output_dir: the real base model (TRL's names a local one "None"), the data, the
+        loss and β, from the run record. `aligntune export` writes the same card, with evaluation results."""
+        self._write_model_card(Path(self.args.output_dir))
+
+    def _write_model_card(self, directory: Path) -> None:
+        if not self.is_world_process_zero():
+            return
+        from aligntune.export import render_model_card
+
+        directory.mkdir(parents=True, exist_ok=True)
+        card = render_model_card(self.run_record(), repo_id=self.args.hub_model_id, location=str(directory.resolve()))
+        (directory / "README.md").write_text(card, encoding="utf-8")
 
     def _write_record(self, directory: Path, *, model_saved: bool = False) -> None:
         if self.is_world_process_zero():
@@ -426,3 +442,12 @@ class RunLifecycleMixin:
                 },
             },
         )
+
+
+class JsonMetricsLog(TrainerCallback):
+    """With JSON-lines logs: each logging step's metrics as one `metrics` event (in place of Trainer's printed
+    dicts and progress bar), from the main process only."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            _log.info("metrics", step=state.global_step, **logs)
