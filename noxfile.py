@@ -7,6 +7,7 @@ packaging mistake (a missing entry point or module) fails here.
     nox -s all         every distribution installed, every test
     nox -s unsloth     the Unsloth backend in a venv with Unsloth's pins (TRL 1.15), plus the TRL backend's tests there
     nox -s demo        the offline demo, as the README runs it
+    nox -s docs        the documentation site (mkdocs build --strict)
 """
 
 from __future__ import annotations
@@ -88,8 +89,21 @@ def unsloth(session: nox.Session) -> None:
     _pytest(session, UNSLOTH + "/tests")
 
 
+# The docs site's builders, pinned to the versions it was checked with.
+DOCS_STACK = ["mkdocs==1.6.1", "mkdocs-material==9.8.2", "mkdocstrings==1.0.8", "mkdocstrings-python==2.0.11"]
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, built with --strict: a broken link, anchor or API reference fails."""
+    session.install(*DOCS_STACK)
+    session.run("mkdocs", "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+                "--site-dir", session.create_tmp() + "/site", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
 @nox.session
 def ci(session: nox.Session) -> None:
+    session.notify("docs")
     session.notify("core")
     session.notify("all")
     session.notify("unsloth")

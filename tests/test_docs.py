@@ -1,0 +1,111 @@
+"""The reference pages cannot drift from the code: option tables against the config classes (names and defaults),
+the TRL migration page against the compatibility module, the CLI page against the parser. (The site itself is
+built with `mkdocs build --strict` in the nox `docs` session, so a broken link or API reference fails CI.)"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from aligntune.core import compat
+from aligntune.core.config import TrainConfig
+from aligntune.eval.config import EvalConfig
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _table_rows(page: str, header: str) -> list[list[str]]:
+    """The cells of the table whose header row starts with `header`."""
+    lines = (DOCS / page).read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def _documented_default(cell: str):
+    match = re.match(r"`([^`]*)`", cell)
+    if match is None:
+        return cell  # "required", prose
+    text = match.group(1)
+    if text in ("None", "null"):
+        return None
+    if text in ("True", "true", "False", "false"):
+        return text.lower() == "true"
+    if text.startswith('"') and text.endswith('"'):
+        return text[1:-1]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"[]": [], "{}": {}}.get(text, text)
+
+
+def test_configuration_page_lists_every_train_option_with_its_default():
+    rows = {re.match(r"`([a-z_0-9]+)`", row[0]).group(1): row[1]
+            for row in _table_rows("configuration.md", "| Option") if row[0].startswith("`")}
+    fields = {field.name: field for field in attrs.fields(TrainConfig)}
+    assert set(rows) == set(fields), f"undocumented: {sorted(set(fields) - set(rows))}; gone: {sorted(set(rows) - set(fields))}"
+    for name, field in fields.items():
+        default = field.default
+        if default is attrs.NOTHING:
+            assert rows[name].startswith("required"), name
+            continue
+        if isinstance(default, attrs.Factory):
+            default = default.factory()
+        assert _documented_default(rows[name]) == default, f"{name}: documented {rows[name]!r}, default {default!r}"
+
+
+def test_evaluation_page_lists_every_eval_option():
+    names = set()
+    for row in _table_rows("evaluation.md", "| Option"):
+        names.update(re.findall(r"`([a-z_0-9]+)`", row[0]))
+    missing = {field.name for field in attrs.fields(EvalConfig)} - names
+    assert not missing, f"EvalConfig options missing from docs/evaluation.md: {sorted(missing)}"
+
+
+def test_trl_migration_page_lists_every_accepted_trl_name():
+    page = (DOCS / "migrating-from-trl.md").read_text(encoding="utf-8")
+    names = {*compat.TRL_RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT}
+    missing = sorted(name for name in names if f"`{name}`" not in page)
+    assert not missing, f"accepted but not on docs/migrating-from-trl.md: {missing}"
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: str = ""):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from _commands(sub, f"{prefix}{name} ")
+
+
+def test_cli_page_documents_every_command_and_flag():
+    from aligntune.cli import _parser
+
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    undocumented = []
+    for name, sub in _commands(_parser()):
+        if f"aligntune {name}" not in page and f"`{name}" not in page:
+            undocumented.append(name)
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag not in ("--help",) and flag not in page:
+                    undocumented.append(f"{name} {flag}")
+    assert not undocumented, f"not in docs/cli.md: {undocumented}"
+
+
+def test_plugins_page_shows_the_core_as_it_is():
+    pytest.importorskip("aligntune_backend_trl", reason="the example output lists every distribution of the repo")
+    from aligntune.plugins import list_plugins
+
+    core = next(plugin for plugin in list_plugins() if plugin.name == "aligntune-core")
+    page = (DOCS / "plugins" / "index.md").read_text(encoding="utf-8")
+    assert "losses: " + ", ".join(core.provides["losses"]) in page
