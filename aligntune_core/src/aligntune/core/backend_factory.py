@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from aligntune.core.config import TrainConfig
+from aligntune.data.mixture import mixture_label
 from aligntune.losses import resolve_loss
 from aligntune.plugins import get_backend, resolve_dataset_adapter
 
@@ -24,7 +25,10 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolve_loss(config.loss_type, beta=config.beta, label_smoothing=config.label_smoothing, params=config.loss_params,
                  weights=config.loss_weights)
     get_backend(config.backend)
-    resolve_dataset_adapter(config.dataset_name, config.dataset_adapter)
+    if config.datasets is None:
+        resolve_dataset_adapter(config.dataset_name, config.dataset_adapter)
+    for entry in config.datasets or ():
+        resolve_dataset_adapter(entry["name"], entry.get("dataset_adapter"))
     return config
 
 
@@ -38,7 +42,8 @@ def create_trainer_from_config(config: TrainConfig, *, check_output_dir: bool = 
     resolve_config(config)
     config = prepare_run_config(config, check_contents=check_output_dir)
     backend = get_backend(config.backend)
-    log.info("creating trainer", backend=backend.name, model=config.model_name, dataset=config.dataset_name,
+    log.info("creating trainer", backend=backend.name, model=config.model_name,
+             dataset=config.dataset_name or mixture_label(config.datasets),
              output_dir=config.output_dir,
              loss=config.loss_type, beta=config.beta, reference_free=config.reference_free)
     return backend.create_trainer(config)

@@ -128,7 +128,7 @@ REFUSED = {
     "ref_adapter_name": "aligntune trains one LoRA adapter per run; load a model with an adapter merged instead",
     "use_logits_to_keep": "aligntune already computes log-probs on completion tokens only",
     "label_pad_token_id": "aligntune masks padding itself; nothing to set",
-    "dataset_weight": "one dataset per run; mix the data beforehand",
+    "dataset_weight": "give a mixture: datasets: [{name: ..., weight: 0.5}, ...] (docs/datasets.md, mixtures)",
     "tools": "give tool messages in conversational prompts ({role: tool})",
     "preserve_columns": "extra columns are ignored; prompt/chosen/rejected are what is trained on",
     "dpo_eval_enabled": "evaluate after training with aligntune eval / run_eval (docs/evaluation.md)",
@@ -179,12 +179,15 @@ def _nested_to_flat(config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in config.items():
         if key in ("model", "train", "logging") and isinstance(value, Mapping):
             flat.update(value)
+        elif key == "datasets" and isinstance(value, list) and len(value) != 1:
+            # Several: a mixture (aligntune.data.mixture), with AlignTune 0.x's entry names mapped.
+            renames = {"config_name": "config", "dataset_name": "name"}
+            flat["datasets"] = [{renames.get(k, k): v for k, v in entry.items()} if isinstance(entry, Mapping)
+                                else entry for entry in value]
         elif key == "datasets" and isinstance(value, list):
-            if len(value) != 1 or not isinstance(value[0], Mapping):
-                raise ConfigError(
-                    f"datasets: aligntune trains on one dataset per run, got {len(value)}; give one entry (merge "
-                    "local files with data_files: [a.jsonl, b.jsonl])"
-                )
+            if not isinstance(value[0], Mapping):
+                raise ConfigError(f"datasets: each entry is a mapping such as {{name: my_pairs.jsonl}}, got "
+                                  f"{value[0]!r}")
             dataset = dict(value[0])
             if "name" in dataset:
                 dataset["dataset_name"] = dataset.pop("name")
@@ -200,8 +203,9 @@ def _nested_to_flat(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def is_nested_config(values: Mapping[str, Any]) -> bool:
-    return any(isinstance(values.get(key), Mapping) for key in ("model", "train", "logging")) or isinstance(
-        values.get("datasets"), list)
+    """AlignTune 0.x's nested layout has `model:`/`train:`/`logging:` mappings (a flat `datasets:` list alone is
+    aligntune's mixture)."""
+    return any(isinstance(values.get(key), Mapping) for key in ("model", "train", "logging"))
 
 
 def load_config_argument(config: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from aligntune.data.transforms import (
     system_prompt_problem,
 )
 from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
+from aligntune.data.mixture import mixture_problem
 from aligntune.launch import LAUNCHERS, distributed_problem
 
 SUPPORTED_ALGORITHMS = ("dpo",)
@@ -183,7 +184,9 @@ class TrainConfig:
     """Everything a training run needs. Defaults follow the DPO guide and, where it is silent, TRL's DPOConfig."""
 
     model_name: str = attrs.field(validator=_check(_non_empty_str, "a model id or a local model directory"))
-    dataset_name: str = attrs.field(validator=_check(_non_empty_str, "a dataset id or a local file/directory"))
+    # Required, unless `datasets` gives a mixture.
+    dataset_name: str | None = attrs.field(
+        default=None, validator=_check(_optional(_non_empty_str), "a dataset id or a local file/directory"))
     algorithm: str = attrs.field(default="dpo")
     backend: str = attrs.field(default="trl", validator=_check(_non_empty_str, "a backend name"))
     num_epochs: float = attrs.field(default=1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
@@ -311,6 +314,12 @@ class TrainConfig:
     training_args: dict[str, Any] = attrs.field(
         factory=dict, validator=_finite_mapping("a mapping of extra trainer arguments")
     )
+    # A mixture of datasets instead of dataset_name (aligntune.data.mixture): [{name, split, weight | max_samples}, ...]
+    datasets: list[dict[str, Any]] | None = attrs.field(
+        default=None, converter=lambda v: [dict(entry) for entry in v] if isinstance(v, (list, tuple)) and
+        all(isinstance(entry, Mapping) for entry in v) else v,
+        validator=_problem(mixture_problem),
+    )
     # Several processes (docs/distributed.md): a shipped accelerate config by name, or an accelerate config file.
     distributed: str | None = attrs.field(default=None, validator=_problem(distributed_problem))
     num_processes: int | None = attrs.field(
@@ -321,6 +330,23 @@ class TrainConfig:
     )
 
     def __attrs_post_init__(self) -> None:
+        if self.dataset_name is None and self.datasets is None:
+            raise InvalidValueError("dataset_name", "required: a dataset id or a local file/directory (or datasets: "
+                                                    "[...] for a mixture)")
+        if self.dataset_name is not None and self.datasets is not None:
+            raise InvalidValueError("datasets", f"give either dataset_name ({self.dataset_name!r}) or datasets (a "
+                                                "mixture), not both: add it to the mixture as {name: ...}")
+        if self.datasets is not None:
+            for key, value in (("streaming", self.streaming), ("data_files", self.data_files),
+                               ("dataset_config", self.dataset_config), ("max_samples", self.max_samples),
+                               ("column_mapping", self.column_mapping), ("dataset_adapter", self.dataset_adapter),
+                               ("dataset_options", self.dataset_options)):
+                if value:
+                    raise InvalidValueError(key, "applies to dataset_name; with datasets (a mixture) set it per "
+                                                 f"entry ({'streaming is not offered for mixtures' if key == 'streaming' else key + ': inside each entry'})")
+            if self.eval_split is not None and self.eval_dataset_name is None:
+                raise InvalidValueError("eval_split", "with datasets (a mixture), name the evaluation data with "
+                                                      "eval_dataset_name as well")
         if self.algorithm not in SUPPORTED_ALGORITHMS:
             raise InvalidValueError(
                 "algorithm",
@@ -366,7 +392,8 @@ class TrainConfig:
         cls, values: Mapping[str, Any], *, source: str | None = None, lines: Mapping[str, int] | None = None
     ) -> TrainConfig:
         """Build a config; unknown keys raise `UnknownOptionError`, bad values `ConfigError` naming key and place."""
-        return config_from_mapping(cls, values, source=source, lines=lines, required=("model_name", "dataset_name"),
+        required = ("model_name",) if "datasets" in values else ("model_name", "dataset_name")
+        return config_from_mapping(cls, values, source=source, lines=lines, required=required,
                                    docs="docs/configuration.md")
 
     def to_dict(self) -> dict[str, Any]:

@@ -51,12 +51,14 @@ def build_run_record(config: TrainConfig, *, backend_details: dict[str, Any] | N
         "use_lora": config.use_lora,
         "base_model": model if config.use_lora else None,
         "dataset": {
-            "name": config.dataset_name,
+            "name": config.dataset_name or "mixture: " + " + ".join(entry["name"] for entry in config.datasets),
             "config": config.dataset_config,
             "split": config.split,
             "data_files": config.data_files,
             "max_samples": config.max_samples,
         },
+        # A mixture: each entry as given (what each contributed is in data.train.adapter.mixture).
+        **({"datasets": [dict(entry) for entry in config.datasets]} if config.datasets else {}),
         "tokenization": {"max_seq_length": config.max_seq_length, "max_prompt_length": config.max_prompt_length,
                          "max_completion_length": config.max_completion_length},
         "config": config.to_dict(),

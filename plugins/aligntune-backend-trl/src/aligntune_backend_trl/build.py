@@ -9,6 +9,7 @@ import structlog
 from aligntune.core.config import TrainConfig
 from aligntune.core.model_paths import check_model_dir
 from aligntune.data import load_preference_data
+from aligntune.data.mixture import load_mixture
 from aligntune.errors import ConfigError, did_you_mean
 from aligntune.launch import running_kind
 from aligntune.logging_setup import adopt_library_logging, json_lines
@@ -133,7 +134,13 @@ def load_datasets(config: TrainConfig):
         system_prompt=config.system_prompt,
         **config.dataset_options,
     )
-    train = load_preference_data(config.dataset_name, split=config.split, streaming=config.streaming, **common)
+    if config.datasets is not None:  # a mixture: each entry through its adapter, with the run's shared options
+        shared = {key: common[key] for key in ("strict", "processing_fn", "processing_batched", "processing_fn_kwargs",
+                                                "system_prompt")}
+        train = load_mixture(config.datasets, seed=config.seed,
+                             load=lambda name, **entry: load_preference_data(name, **entry, **shared))
+    else:
+        train = load_preference_data(config.dataset_name, split=config.split, streaming=config.streaming, **common)
     evaluation = None
     if config.eval_enabled:
         eval_name = config.eval_dataset_name or config.dataset_name

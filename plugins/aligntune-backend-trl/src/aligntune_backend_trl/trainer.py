@@ -295,7 +295,8 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         if key is not None and self.accelerator.is_main_process:
             try:
                 path = ref_cache.save(cache_dir, key, chosen, rejected,
-                                      {"model": config.model_name, "dataset": config.dataset_name, "split": name,
+                                      {"model": config.model_name, "split": name,
+                                       "dataset": config.dataset_name or [entry["name"] for entry in config.datasets],
                                        "pairs": len(dataset)})
             except OSError as exc:  # a cache that cannot be written costs a recompute next time, not this run
                 _log.warning("reference log-probs not cached: the cache cannot be written", dataset=name,
