@@ -327,7 +327,8 @@ LEGACY_CASES = [
          message="line 4: options 'use_peft' and 'use_lora' are the same option; give one"),
     Case("0.x 8-bit", {"quantization": {"load_in_8bit": True}}, message="line 4: quantization: load_in_8bit not"),
     Case("training_args not a mapping", {"training_args": 5}, message="key 'training_args': must be a mapping"),
-    Case("0.x two datasets", raw_yaml="datasets: [{name: a}, {name: b}]", message="one dataset per run"),
+    Case("a mixture next to dataset_name", raw_yaml="datasets: [{name: a}, {name: b}]",
+         message="key 'datasets': give either dataset_name"),
 ]
 
 

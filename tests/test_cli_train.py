@@ -26,7 +26,7 @@ def test_train_from_yaml_with_overrides(tiny_model, pairs_jsonl, tmp_path):
     )
     proc = _run("--log-format", "json", "train", str(config), "--set", "beta=0.25", "--set", "loss_type=hinge")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.rindex("{\n"):])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])  # with --log-format json: one JSON line
     assert summary["output_dir"] == str(tmp_path / "out")
     record = json.loads((tmp_path / "out" / "aligntune_run.json").read_text())
     assert record["beta"] == 0.25 and record["loss_type"] == "hinge"

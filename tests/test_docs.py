@@ -53,7 +53,8 @@ def test_configuration_page_lists_every_train_option_with_its_default():
     rows = {re.match(r"`([a-z_0-9]+)`", row[0]).group(1): row[1]
             for row in _table_rows("configuration.md", "| Option") if row[0].startswith("`")}
     fields = {field.name: field for field in attrs.fields(TrainConfig)}
-    assert set(rows) == set(fields), f"undocumented: {sorted(set(fields) - set(rows))}; gone: {sorted(set(rows) - set(fields))}"
+    assert set(rows) == set(fields), (f"undocumented: {sorted(set(fields) - set(rows))}; "
+                                      f"gone: {sorted(set(rows) - set(fields))}")
     for name, field in fields.items():
         default = field.default
         if default is attrs.NOTHING:

@@ -53,7 +53,8 @@ def test_a_mixture_trains_and_is_recorded(shared_data, pairs_jsonl, tiny_model, 
     config = tmp_path / "mix.yaml"
     config.write_text(f"""model_name: {tiny_model}
 datasets:
-  - {{name: Anthropic/hh-rlhf, config: helpful-base, split: test, data_files: {shared_data / 'hh-rlhf'}, max_samples: 40, weight: 0.5}}
+  - {{name: Anthropic/hh-rlhf, config: helpful-base, split: test, data_files: {shared_data / 'hh-rlhf'},
+     max_samples: 40, weight: 0.5}}
   - {{name: {pairs_jsonl}, max_samples: 20, weight: 1.5}}
 output_dir: {out}
 max_steps: 2

@@ -89,7 +89,8 @@ def test_export_merges_lora_into_its_base_with_a_model_card(lora_run, tiny_model
 
     # The card written during training names the real base model too (TRL's said "[None]" for a local one).
     training_card = (lora_run / "README.md").read_text()
-    assert f"`{tiny_model}`" in training_card and "[None]" not in training_card and "A LoRA adapter for" in training_card
+    assert f"`{tiny_model}`" in training_card and "[None]" not in training_card
+    assert "A LoRA adapter for" in training_card
 
 
 def test_export_cli_adapter_copy_and_refusals(lora_run, tmp_path):

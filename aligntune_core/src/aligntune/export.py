@@ -107,7 +107,8 @@ def render_model_card(record: Mapping[str, Any], *, eval_results: Mapping[str, A
         f"| steps | {record.get('global_step')} |",
         f"| max sequence length | {config.get('max_seq_length')} |",
         f"| precision | {config.get('precision')} |",
-        "| LoRA | " + (f"r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, dropout={config.get('lora_dropout')}"
+        "| LoRA | " + (f"r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
+                       f"dropout={config.get('lora_dropout')}"
                        if record.get("use_lora") else "no (full fine-tuning)") + " |",
     ]
     metrics = ((record.get("train_metrics") or {}).get("whole_run") or {})

@@ -342,8 +342,9 @@ class TrainConfig:
                                ("column_mapping", self.column_mapping), ("dataset_adapter", self.dataset_adapter),
                                ("dataset_options", self.dataset_options)):
                 if value:
-                    raise InvalidValueError(key, "applies to dataset_name; with datasets (a mixture) set it per "
-                                                 f"entry ({'streaming is not offered for mixtures' if key == 'streaming' else key + ': inside each entry'})")
+                    where = "streaming is not offered for mixtures" if key == "streaming" else f"{key}: inside each entry"
+                    raise InvalidValueError(key, f"applies to dataset_name; with datasets (a mixture) set it per entry "
+                                                 f"({where})")
             if self.eval_split is not None and self.eval_dataset_name is None:
                 raise InvalidValueError("eval_split", "with datasets (a mixture), name the evaluation data with "
                                                       "eval_dataset_name as well")
