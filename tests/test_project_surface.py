@@ -35,8 +35,9 @@ def lora_run(tiny_model, pairs_jsonl, tmp_path_factory) -> Path:
                                 report_to="tensorboard" if importlib.util.find_spec("tensorboard") else "none")
     trainer.train()
     del trainer
+    # No use_lora: evaluation sees that the run directory holds only an adapter.
     run_eval(EvalConfig(model_path=str(out), output_dir=str(out / "eval"), dataset_name=str(pairs_jsonl),
-                        max_samples=8, metrics=["reward_margin", "preference_accuracy"], use_lora=True, split="train"))
+                        max_samples=8, metrics=["reward_margin", "preference_accuracy"], split="train"))
     return out
 
 

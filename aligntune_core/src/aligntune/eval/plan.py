@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -47,9 +48,22 @@ class EvalPlan:
         return out
 
 
+def _holds_only_an_adapter(model_path: str | None) -> bool:
+    if model_path is None:
+        return False
+    path = Path(model_path).expanduser()
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
 def resolve_plan(config: EvalConfig) -> EvalPlan:
+    use_lora = config.use_lora
+    if not use_lora and _holds_only_an_adapter(config.model_path):
+        # A LoRA run's output: an adapter and no model of its own. It can only mean the adapter on its base.
+        use_lora = True
+        log.info("model_path holds a LoRA adapter: it is scored on its base model (as with use_lora: true)",
+                 model_path=config.model_path)
     if config.model_path is not None:
-        check_model_dir(config.model_path, option="model_path", need_tokenizer=False, adapter_ok=config.use_lora)
+        check_model_dir(config.model_path, option="model_path", need_tokenizer=False, adapter_ok=use_lora)
     record = read_run_record(config.model_path) if config.model_path else None
     run = (record or {}).get("run") or {}
     if run.get("model_saved") is False:
@@ -61,11 +75,11 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
     trained_from = (record or {}).get("model_name")
 
     base_model = config.base_model
-    if config.use_lora and config.model_path is None:
+    if use_lora and config.model_path is None:
         # The guide's base-model form: the same config without model_path evaluates the base model itself.
         log.info("no model_path: evaluating the base model (use_lora has no adapter to apply)",
                  base_model=base_model or config.reference_model_path)
-    elif config.use_lora and base_model is None:
+    elif use_lora and base_model is None:
         base_model = (record or {}).get("base_model") or trained_from
         if base_model is None:
             raise ConfigError(
@@ -88,7 +102,7 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
 
     if config.model_path is None:
         policy_path, adapter_on = base_model or reference, None  # the base model evaluated as the policy
-    elif config.use_lora:
+    elif use_lora:
         policy_path, adapter_on = config.model_path, base_model
     else:
         policy_path, adapter_on = config.model_path, None
