@@ -125,7 +125,8 @@ def test_evaluation_loads_through_unsloth(tiny_model, pairs_jsonl, tmp_path):
     trainer.train()
     common = dict(model_path=str(out), use_lora=True, output_dir=str(tmp_path / "eval"), dataset_name=str(pairs_jsonl),
                   split="train", max_samples=16)
-    through_unsloth = run_eval(EvalConfig(use_unsloth=True, **common))
+    # trust_remote_code reaches Unsloth's loader (a model without remote code loads the same either way)
+    through_unsloth = run_eval(EvalConfig(use_unsloth=True, trust_remote_code=True, **common))
     plain = run_eval(EvalConfig(**{**common, "output_dir": str(tmp_path / "eval_plain")}))
     assert through_unsloth["reward_margin"] == pytest.approx(plain["reward_margin"], abs=1e-4)
     assert through_unsloth["reward_margin"] != 0.0

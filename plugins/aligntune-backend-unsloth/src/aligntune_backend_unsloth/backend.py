@@ -106,7 +106,8 @@ def create_trainer(config: TrainConfig):
     return build_trainer(config, model=model, tokenizer=tokenizer, prefix_sharing_default=False)
 
 
-def load_model(path: str, *, base_model: str | None = None, dtype: str = "float32") -> tuple[Any, Any]:
+def load_model(path: str, *, base_model: str | None = None, dtype: str = "float32",
+               trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Load a model (or a LoRA adapter at `path` on `base_model`) with Unsloth, for evaluation."""
     import torch
 
@@ -116,7 +117,8 @@ def load_model(path: str, *, base_model: str | None = None, dtype: str = "float3
     four_bit = "4bit" in source.lower() and _cuda_available()
     try:
         model, tokenizer = FastLanguageModel.from_pretrained(model_name=source, dtype=torch_dtype,
-                                                             load_in_4bit=four_bit)
+                                                             load_in_4bit=four_bit,
+                                                             trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"unsloth cannot load {source!r}: {exc}") from None
     if base_model is not None:
@@ -126,7 +128,7 @@ def load_model(path: str, *, base_model: str | None = None, dtype: str = "float3
         try:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError):
             pass
     if getattr(tokenizer, "pad_token", None) is None:
