@@ -128,19 +128,25 @@ def _place(model, device):
 
 def load_models(config: EvalConfig, plan: EvalPlan) -> LoadedModels:
     if config.use_unsloth:
-        import inspect
-
-        loader = unsloth_backend().load_model
+        backend_loader = unsloth_backend().load_model
         options: dict[str, Any] = {"dtype": config.dtype}
         if config.trust_remote_code:
-            if "trust_remote_code" not in inspect.signature(loader).parameters:
-                raise ConfigError("trust_remote_code with use_unsloth needs a newer aligntune-backend-unsloth (this one "
-                                  "cannot pass it to Unsloth's loader): upgrade it, or set use_unsloth: false")
             options["trust_remote_code"] = True
-        policy, tokenizer = loader(plan.policy_path, base_model=plan.policy_adapter_on, **options)
+
+        def loader(path: str, base_model: str | None):
+            try:
+                return backend_loader(path, base_model=base_model, **options)
+            except TypeError as exc:
+                if "trust_remote_code" not in str(exc):
+                    raise
+                raise ConfigError("trust_remote_code with use_unsloth needs a newer aligntune-backend-unsloth (this "
+                                  "one cannot pass it to Unsloth's loader): upgrade it, or set use_unsloth: false"
+                                  ) from None
+
+        policy, tokenizer = loader(plan.policy_path, plan.policy_adapter_on)
         reference = None
         if not (plan.reference_is_policy or plan.reference_is_policy_base):
-            reference, _ = loader(plan.reference_path, base_model=None, **options)
+            reference, _ = loader(plan.reference_path, None)
         return LoadedModels(policy=policy, reference=reference, tokenizer=tokenizer, plan=plan)
 
     device = resolve_device(config.device)
