@@ -327,6 +327,8 @@ LEGACY_CASES = [
          message="line 4: options 'use_peft' and 'use_lora' are the same option; give one"),
     Case("0.x 8-bit", {"quantization": {"load_in_8bit": True}}, message="line 4: quantization: load_in_8bit not"),
     Case("training_args not a mapping", {"training_args": 5}, message="key 'training_args': must be a mapping"),
+    Case("near-miss of an accepted other name", raw_yaml="per_device_batch: 4",
+         message="key 'per_device_batch': unknown option. Did you mean 'per_device_batch_size'?"),
     Case("a mixture next to dataset_name", raw_yaml="datasets: [{name: a}, {name: b}]",
          message="key 'datasets': give either dataset_name"),
 ]

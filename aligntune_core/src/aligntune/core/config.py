@@ -153,8 +153,10 @@ def config_from_mapping(
     lines: Mapping[str, int] | None,
     required: tuple[str, ...],
     docs: str,
+    also_accepted: tuple[str, ...] = (),
 ):
-    """Build the attrs config `cls` from a mapping, with errors that name the key (and file and line)."""
+    """Build the attrs config `cls` from a mapping, with errors that name the key (and file and line).
+    `also_accepted`: other names that are accepted (translated before this point), offered as suggestions too."""
     lines = lines or {}
     known = [a.name for a in attrs.fields(cls)]
 
@@ -167,7 +169,8 @@ def config_from_mapping(
 
     for key in values:
         if key not in known:
-            raise UnknownOptionError(f"{where(key)}: unknown option.{did_you_mean(key, known)} See {docs} for every option.")
+            raise UnknownOptionError(f"{where(key)}: unknown option.{did_you_mean(key, [*known, *also_accepted])} See "
+                                     f"{docs} for every option.")
     missing = [k for k in required if k not in values]
     if missing:
         place = f"{source}: " if source else ""
@@ -394,7 +397,10 @@ class TrainConfig:
     ) -> TrainConfig:
         """Build a config; unknown keys raise `UnknownOptionError`, bad values `ConfigError` naming key and place."""
         required = ("model_name",) if "datasets" in values else ("model_name", "dataset_name")
-        return config_from_mapping(cls, values, source=source, lines=lines, required=required,
+        from aligntune.core import compat
+
+        accepted = (*compat.RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT)
+        return config_from_mapping(cls, values, source=source, lines=lines, required=required, also_accepted=accepted,
                                    docs="docs/configuration.md")
 
     def to_dict(self) -> dict[str, Any]:
