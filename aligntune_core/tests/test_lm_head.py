@@ -52,16 +52,22 @@ def tokenizer(tiny_model):
     return AutoTokenizer.from_pretrained(tiny_model)
 
 
-@pytest.mark.parametrize("kind", ["llama", "gemma2", "granite"])
-@pytest.mark.parametrize("chunk_size", [None, 2, "auto"])
-def test_scored_positions_give_the_full_logits_answer_and_gradients(kind, chunk_size, tokenizer):
-    model = _model(kind, len(tokenizer))
+def _full_logits_answer(model, tokenizer):
+    """The examples, their padded batch, and the full-logits float64 log-probs with the gradients they give."""
     examples = [tokenize_pair(tokenizer, row) for row in ROWS]
     padded = collate_pairs(examples, pad_token_id=tokenizer.pad_token_id or 0)
     expected = _reference(model, padded)
     expected.sum().backward()
     expected_grad = gradients(model)
     model.zero_grad()
+    return examples, padded, expected, expected_grad
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma2", "granite"])
+@pytest.mark.parametrize("chunk_size", [None, 2, "auto"])
+def test_scored_positions_give_the_full_logits_answer_and_gradients(kind, chunk_size, tokenizer):
+    model = _model(kind, len(tokenizer))
+    examples, padded, expected, expected_grad = _full_logits_answer(model, tokenizer)
 
     result = preference_logps(model, padded, chunk_size=chunk_size)
     assert result.head_layout == ("scored positions, chunks of 2" if chunk_size == 2 else "scored positions")
@@ -109,12 +115,7 @@ def test_chunks_over_a_32k_vocabulary_equal_the_whole_head(tokenizer):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    examples = [tokenize_pair(tokenizer, row) for row in ROWS]
-    padded = collate_pairs(examples, pad_token_id=tokenizer.pad_token_id or 0)
-    expected = _reference(model, padded)
-    expected.sum().backward()
-    expected_grad = gradients(model)
-    model.zero_grad()
+    _, padded, expected, expected_grad = _full_logits_answer(model, tokenizer)
     result = preference_logps(model, padded, chunk_size=5)
     assert result.head_layout == "scored positions, chunks of 5"
     assert torch.allclose(result.logps.double(), expected, atol=2e-5, rtol=0)

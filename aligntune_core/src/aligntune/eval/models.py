@@ -127,6 +127,9 @@ def _place(model, device):
 
 
 def load_models(config: EvalConfig, plan: EvalPlan) -> LoadedModels:
+    from aligntune.logging_setup import adopt_library_logging
+
+    adopt_library_logging()  # JSON-lines logs: transformers' own output through them too
     if config.use_unsloth:
         backend_loader = unsloth_backend().load_model
         options: dict[str, Any] = {"dtype": config.dtype}

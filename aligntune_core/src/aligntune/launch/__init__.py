@@ -10,7 +10,6 @@ that says `fsdp2` started by plain `torchrun` would otherwise train data-paralle
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -203,7 +202,7 @@ def launch_command(config: Any, argv: list[str], *, launcher: str | None = None)
                               f"({asked.describe()}) needs launcher: accelerate")
         return [sys.executable, "-m", "aligntune.launch.start", "torchrun", "--standalone", "--nproc_per_node",
                 str(processes), "-m", "aligntune", *argv]
-    if shutil.which("accelerate") is None and not _importable("accelerate"):
+    if not _importable("accelerate"):  # the processes are started through accelerate's Python API
         raise ConfigError("launching several processes needs accelerate (installed with aligntune-backend-trl): "
                           "pip install accelerate")
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(config.precision, "no")
@@ -224,8 +223,9 @@ def _importable(name: str) -> bool:
 
 
 def run_record_entry(config: Any) -> dict[str, Any]:
-    """What the run record says about the processes that trained."""
-    entry: dict[str, Any] = {"world_size": world_size(), "kind": running_kind() if launched() else "single"}
+    """What the run record says about how the processes were launched (the trainer adds how many there were and
+    how accelerate sharded them)."""
+    entry: dict[str, Any] = {"kind": running_kind() if launched() else "single"}
     if config.distributed:
         asked = resolve_launch_config(config.distributed)
         entry.update(config=asked.name, description=asked.describe())

@@ -368,8 +368,10 @@ class RunLifecycleMixin:
         """Save the model (or LoRA adapter), the tokenizer and `aligntune_run.json`; returns the directory."""
         super().save_model(output_dir, _internal_call=_internal_call)
         directory = Path(output_dir or self.args.output_dir)
-        self._write_record(directory, model_saved=True)
-        self._write_model_card(directory)  # over PEFT's generic card for an adapter
+        if self.is_world_process_zero():
+            record = self.run_record(model_saved=True)
+            write_run_record(directory, record)
+            self._write_model_card(directory, record)  # over PEFT's generic card for an adapter
         return str(directory)
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags: Any = None,
@@ -378,13 +380,14 @@ class RunLifecycleMixin:
         loss and β, from the run record. `aligntune export` writes the same card, with evaluation results."""
         self._write_model_card(Path(self.args.output_dir))
 
-    def _write_model_card(self, directory: Path) -> None:
+    def _write_model_card(self, directory: Path, record: dict[str, Any] | None = None) -> None:
         if not self.is_world_process_zero():
             return
         from aligntune.export import render_model_card
 
         directory.mkdir(parents=True, exist_ok=True)
-        card = render_model_card(self.run_record(), repo_id=self.args.hub_model_id, location=str(directory.resolve()))
+        card = render_model_card(record if record is not None else self.run_record(), repo_id=self.args.hub_model_id,
+                                 location=str(directory.resolve()))
         (directory / "README.md").write_text(card, encoding="utf-8")
 
     def _write_record(self, directory: Path, *, model_saved: bool = False) -> None:
@@ -427,8 +430,8 @@ class RunLifecycleMixin:
                 "reference_log_probs": {"precomputed": bool(getattr(self, "precompute_ref_logps", False)),
                                         "cache_hits": getattr(self, "ref_cache_hits", 0)},
                 "processes": {
-                    **run_record_entry(self.aligntune_config),
                     "world_size": self.accelerator.num_processes,
+                    **run_record_entry(self.aligntune_config),
                     "distributed_type": str(self.accelerator.distributed_type.value),
                 },
                 "data": data,
