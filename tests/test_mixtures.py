@@ -90,6 +90,8 @@ def test_mixture_mistakes_are_clear(shared_data, pairs_jsonl):
                                                                   "oasst1-validation-en.messages.jsonl"),
                 "max_samples": 8},
                {"name": str(pairs_jsonl), "max_samples": 8}]
+    with pytest.raises(DataError, match=r"entry 0 \(.*pairs.jsonl\): weight 0.01 of its 8 pairs gives none"):
+        load_mixture([{"name": str(pairs_jsonl), "max_samples": 8, "weight": 0.01}], seed=0, load=load_preference_data)
     with pytest.raises(DataError, match="mixes plain-text and conversational pairs.*system_prompt"):
         load_mixture(entries, seed=0, load=load_preference_data)
     # ...and system_prompt (a run option shared by every entry) makes the plain rows conversational

@@ -92,6 +92,9 @@ def load_mixture(entries: list[Mapping[str, Any]], *, seed: int, load: Any) -> P
                             "the log); remove the entry or fix its data")
         if entry.get("weight") is not None:
             dataset = _weighted(dataset, float(entry["weight"]), seed + index)
+            if len(dataset) == 0:  # never an entry that silently contributes nothing
+                raise DataError(f"datasets entry {index} ({entry['name']}): weight {entry['weight']} of its {loaded} "
+                                "pairs gives none; raise the weight or remove the entry")
         parts.append(dataset)
         summary.append({"name": entry["name"], "split": entry.get("split", "train"), "config": entry.get("config"),
                         "max_samples": entry.get("max_samples"), "weight": entry.get("weight"),
