@@ -7,6 +7,7 @@ packaging mistake (a missing entry point or module) fails here.
     nox -s all         every distribution installed, every test
     nox -s unsloth     the Unsloth backend in a venv with Unsloth's pins (TRL 1.15), plus the TRL backend's tests there
     nox -s demo        the offline demo, as the README runs it
+    nox -s wheels      one wheel per distribution in dist/, to install elsewhere (docs/installing.md)
     nox -s docs        the documentation site (mkdocs build --strict)
 """
 
@@ -107,6 +108,13 @@ def ci(session: nox.Session) -> None:
     session.notify("core")
     session.notify("all")
     session.notify("unsloth")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """One wheel per distribution in dist/<folder>/, to install on another machine (docs/installing.md)."""
+    for wheel in _build_wheels(session, CORE, *PLUGINS.values(), UNSLOTH):
+        session.log(wheel)
 
 
 @nox.session

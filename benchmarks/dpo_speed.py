@@ -2,7 +2,7 @@
 same real hh-rlhf pairs read from the same file, and the same settings.
 
     python benchmarks/dpo_speed.py [--model tiny|50m|qwen3-0.6b] [--pairs 256] [--batch-size 8] [--max-length 512]
-                                   [--runs trl,trl-precompute,...] [--data ../shared/data/hh-rlhf]
+                                   [--runs trl,trl-precompute,...] [--data ../shared/data/hh-rlhf] [--json PATH]
 
 Each configuration trains in its own subprocess (so peak memory and caches are its own) with the same seed and so
 the same data order; both sides load the pairs from the same JSON Lines file (so TRL's own `datasets` cache works as
@@ -19,7 +19,9 @@ GPU, and the per-step losses. Step counts must be equal to the baseline's (the s
 figure only counts if the per-step losses agree (|Δ| <= 1e-3).
 
 The last lines are machine-readable: `speedup_vs_trl: X` (aligntune's defaults vs the better of plain TRL and TRL
-with precomputed reference log-probs, samples/s of the work) and `loss_max_abs_diff: Y`.
+with precomputed reference log-probs, samples/s of the work) and `loss_max_abs_diff: Y`. `--json PATH` also writes
+the whole result (command, commit, machine, versions, settings, every run's figures and losses, the ratios) there;
+the results the docs quote are stored in docs/benchmarks/.
 """
 
 from __future__ import annotations
@@ -93,6 +95,13 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (Linux)
     except OSError:
         pass
+
+
+def _rss() -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def _peak_rss() -> int:
@@ -176,7 +185,9 @@ def worker(args: argparse.Namespace) -> None:
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        start_memory = torch.cuda.memory_allocated()
     else:
+        start_memory = _rss()
         _reset_peak_rss()
     result = trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
@@ -188,6 +199,7 @@ def worker(args: argparse.Namespace) -> None:
         "precompute_seconds": precompute["seconds"], "work_seconds": work_seconds,
         "samples_per_second": args.pairs / work_seconds, "policy_tokens": tokens["n"],
         "tokens_per_second": tokens["n"] / work_seconds, "reference_tokens_in_training": tokens["reference"], "peak_memory_bytes": peak,
+        "memory_at_train_start_bytes": start_memory,
         "memory_kind": "cuda_max_allocated" if gpu else "peak_rss", "losses": losses,
         "layout": _layout(trainer),
     }))
@@ -212,6 +224,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--json", metavar="PATH", help="also write the result (with machine, versions, command) here")
     parser.add_argument("--worker", choices=list(RUNS), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,6 +233,9 @@ def main() -> None:
         worker(args)
         return
 
+    from _record import Recorder, relative
+
+    recorder = Recorder("dpo_speed")
     import torch
     from aligntune.data import load_preference_dataset
     from aligntune.logging_setup import configure_logging
@@ -241,12 +257,14 @@ def main() -> None:
     for name in names:
         command = [sys.executable, __file__, "--worker", name, "--work", str(work), "--batch-size", str(args.batch_size),
                    "--max-length", str(args.max_length), "--pairs", str(args.pairs), "--model", args.model]
+        load_before = list(os.getloadavg())
         started = time.perf_counter()
         proc = subprocess.run(command, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"run {name} failed:\n{proc.stderr[-4000:]}")
-        results[name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_seconds": wall}
+        results[name] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_seconds": wall,
+                         "load_average": {"start": load_before, "end": list(os.getloadavg())}}
 
     baselines = [name for name in BASELINES if name in results]
     if not baselines:
@@ -289,7 +307,31 @@ def main() -> None:
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print(f"details: {work / 'results.json'}")
     headline = "aligntune" if "aligntune" in results else next(n for n in results if n not in BASELINES)
-    print(f"speedup_vs_trl: {results[headline]['samples_per_second'] / base['samples_per_second']:.3f}")
+    speedup = results[headline]["samples_per_second"] / base["samples_per_second"]
+    if args.json:
+        fastest_process = min(baselines, key=lambda name: results[name]["process_seconds"])
+        for name, r in results.items():
+            r["description"] = RUNS[name]
+            r["samples_per_second_vs_best_trl"] = r["samples_per_second"] / base["samples_per_second"]
+            r["peak_memory_vs_best_trl"] = r["peak_memory_bytes"] / base["peak_memory_bytes"]
+            r["loss_max_abs_diff_vs_best_trl"] = diffs[name]
+        recorder.write(args.json, settings={
+            "device": device, "model": args.model, "shape": MODELS[args.model], "parameters": parameters,
+            "data": relative(args.data), "subset": args.subset, "pairs": args.pairs, "batch_size": args.batch_size,
+            "max_length": args.max_length, "steps": steps[best], "epochs": 1, "seed": 0,
+            "precision": "bf16" if gpu else "fp32", "runs": names,
+        }, runs=results, headline={
+            "baseline": best,
+            "headline_run": headline,
+            "speedup_vs_trl": speedup,
+            "memory_vs_trl": results[headline]["peak_memory_bytes"] / base["peak_memory_bytes"],
+            "loss_max_abs_diff": diffs[headline],
+            "speedup_vs_plain_trl": (results[headline]["samples_per_second"] / results["trl"]["samples_per_second"]
+                                     if "trl" in results else None),
+            "process_baseline": fastest_process,
+            "process_speedup_vs_trl": results[fastest_process]["process_seconds"] / results[headline]["process_seconds"],
+        })
+    print(f"speedup_vs_trl: {speedup:.3f}")
     print(f"loss_max_abs_diff: {diffs[headline]:.3e}")
 
 

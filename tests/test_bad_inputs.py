@@ -148,7 +148,7 @@ TRAIN_CASES = [
     Case("misspelt option", {"num_epoch": 1}, message="unknown option. Did you mean 'num_epochs'?"),
     Case("unknown loss", {"loss_type": "sigmoud"}, message="sigmoid"),
     Case("unknown backend", {"backend": "nope"}, message="trl"),
-    Case("backend not installed", {"backend": "unsloth"}, message="pip install aligntune-backend-unsloth"),
+    Case("backend not installed", {"backend": "unsloth"}, message="pip install ./plugins/aligntune-backend-unsloth"),
     Case("training_args managed", {"training_args": {"learning_rate": 1}},
          message="training_args.learning_rate: set it with the aligntune option 'learning_rate'"),
     Case("training_args unknown", {"training_args": {"warmup_stepz": 1}},

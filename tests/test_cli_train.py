@@ -40,7 +40,7 @@ def test_train_from_yaml_with_overrides(tiny_model, pairs_jsonl, tmp_path):
     [
         ("model_name: m\ndataset_name: d\nbeta: 0\n", [], "line 3, key 'beta': must be a number > 0"),
         ("model_name: m\ndataset_name: d\nnum_epoch: 1\n", [], "Did you mean 'num_epochs'"),
-        ("model_name: m\ndataset_name: d\n", ["backend=unsloth"], "pip install aligntune-backend-unsloth"),
+        ("model_name: m\ndataset_name: d\n", ["backend=unsloth"], "pip install ./plugins/aligntune-backend-unsloth"),
         ("model_name: m\ndataset_name: [\n", [], "invalid YAML"),
     ],
 )

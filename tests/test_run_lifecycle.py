@@ -186,6 +186,8 @@ def test_output_dir_is_never_clobbered_and_overwrite_leaves_nothing_stale(tiny_m
     common = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(out), **FAST)
     create_rl_trainer(**common, max_steps=3, save_steps=1).train()
     assert {p.name for p in out.glob("checkpoint-*")} == {"checkpoint-1", "checkpoint-2", "checkpoint-3"}
+    # A run with complete checkpoints: the trainer can be built (train(resume_from_checkpoint=True) may continue
+    # it), but training it afresh is refused.
     with pytest.raises(OutputDirError, match=r"already holds another training run .*--resume.*--overwrite-output-dir"):
         create_rl_trainer(**{**common, "max_steps": 2, "seed": 9}).train()
     (out / "notes.txt").write_text("mine", encoding="utf-8")
@@ -196,12 +198,15 @@ def test_output_dir_is_never_clobbered_and_overwrite_leaves_nothing_stale(tiny_m
     assert (out / "notes.txt").read_text() == "mine"  # what aligntune did not write is kept
     record = json.loads((out / "aligntune_run.json").read_text())
     assert record["config"]["seed"] == 9 and record["global_step"] == 2
-    # Unrelated files only: refused too, and the message says what is there.
+    # A finished run with nothing to resume: refused when the trainer is created, before any model is loaded.
+    with pytest.raises(OutputDirError, match=r"already holds another training run; training into it would mix"):
+        create_rl_trainer(**{**common, "max_steps": 2, "save_steps": None, "model_name": str(tmp_path / "absent")})
+    # Unrelated files only: refused at creation too, and the message says what is there.
     other = tmp_path / "other"
     other.mkdir()
     (other / "data.csv").write_text("a,b\n", encoding="utf-8")
     with pytest.raises(OutputDirError, match=r"already holds other files \(data.csv\)"):
-        create_rl_trainer(**{**common, "output_dir": str(other)}, max_steps=1).train()
+        create_rl_trainer(**{**common, "output_dir": str(other), "model_name": str(tmp_path / "absent")}, max_steps=1)
     assert {p.name for p in other.iterdir()} <= {"data.csv", LOCK_FILE}  # nothing of the run was written
 
 

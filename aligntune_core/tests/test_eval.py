@@ -147,7 +147,7 @@ def test_win_rate_equals_an_independent_generation_and_judgement(tiny_model, tin
         ({"metrics": ["win_rate"], "strict_metrics": True}, ConfigError,
          "win_rate needs a judge.*set judge_model_path"),
         ({"metrics": ["win_rate"], "judge": "gpt"}, UnknownPluginError, "unknown judge 'gpt'.*Available: reward_model"),
-        ({"use_unsloth": True}, UnknownPluginError, "use_unsloth=true .*pip install aligntune-backend-unsloth"),
+        ({"use_unsloth": True}, UnknownPluginError, "use_unsloth=true .*pip install ./plugins/aligntune-backend-unsloth"),
         ({"use_lora": True, "model_path": None, "reference_model_path": None}, ConfigError, "nothing to evaluate"),
         ({"beta": 0}, ConfigError, "option 'beta': must be a number > 0"),
         ({"metrix": ["x"]}, TypeError, "Did you mean 'metrics'"),

@@ -309,7 +309,7 @@ def test_use_unsloth_without_the_plugin_names_the_option(tiny_model, tmp_path, m
     monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-unsloth")
     plugins.reset_registry()
     try:
-        with pytest.raises(UnknownPluginError, match="use_unsloth=true .*pip install aligntune-backend-unsloth"):
+        with pytest.raises(UnknownPluginError, match="use_unsloth=true .*pip install ./plugins/aligntune-backend-unsloth"):
             run_eval(EvalConfig(output_dir=str(tmp_path / "o"), use_lora=True, base_model=str(tiny_model),
                                 use_unsloth=True), dataset=ARITHMETIC[:2])
     finally:

@@ -131,11 +131,11 @@ def test_unknown_names_list_what_is_available_and_how_to_install_first_party(sit
         "ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-trl,aligntune-backend-unsloth,aligntune-data-hh-rlhf"
     )
     plugins.reset_registry()
-    with pytest.raises(UnknownPluginError, match=r"pip install aligntune-backend-unsloth"):
+    with pytest.raises(UnknownPluginError, match=r"pip install ./plugins/aligntune-backend-unsloth .*not on the package index"):
         plugins.get_backend("unsloth")
     with pytest.raises(UnknownPluginError, match=r"Did you mean 'hinge'\?.*Available: aot, .*hinge, ipo, .*sigmoid, "):
         plugins.get_loss("hinje")
-    with pytest.raises(UnknownPluginError, match=r"pip install aligntune-data-hh-rlhf"):
+    with pytest.raises(UnknownPluginError, match=r"pip install ./plugins/aligntune-data-hh-rlhf"):
         plugins.resolve_dataset_adapter("Anthropic/hh-rlhf")
 
 

@@ -242,7 +242,7 @@ def test_bad_inputs_are_clear_errors(tiny_model, pairs_jsonl, tmp_path, monkeypa
     base = dict(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path))
     monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-backend-unsloth")  # as if it were not installed
     plugins.reset_registry()
-    with pytest.raises(UnknownPluginError, match=r"unknown backend 'unsloth'.*pip install aligntune-backend-unsloth"):
+    with pytest.raises(UnknownPluginError, match=r"unknown backend 'unsloth'.*pip install ./plugins/aligntune-backend-unsloth"):
         create_rl_trainer(**base, backend="unsloth")
     monkeypatch.delenv("ALIGNTUNE_DISABLE_PLUGINS")
     plugins.reset_registry()

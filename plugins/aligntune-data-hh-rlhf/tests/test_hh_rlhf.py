@@ -142,7 +142,7 @@ def test_without_the_plugin_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setenv("ALIGNTUNE_DISABLE_PLUGINS", "aligntune-data-hh-rlhf")
     plugins.reset_registry()
     try:
-        with pytest.raises(UnknownPluginError, match="pip install aligntune-data-hh-rlhf"):
+        with pytest.raises(UnknownPluginError, match="pip install ./plugins/aligntune-data-hh-rlhf"):
             load_preference_dataset("Anthropic/hh-rlhf", data_files="x.jsonl")
     finally:
         monkeypatch.delenv("ALIGNTUNE_DISABLE_PLUGINS")

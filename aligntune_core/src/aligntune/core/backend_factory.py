@@ -32,15 +32,18 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def create_trainer_from_config(config: TrainConfig, *, check_output_dir: bool = True) -> Any:
-    """`check_output_dir=False`: a directory holding another run is refused when `train()` starts rather than now,
-    so that `trainer.train(resume_from_checkpoint=True)` can still resume it (the Python API, as in HF Trainer)."""
+def create_trainer_from_config(config: TrainConfig, *, python_api: bool = False) -> Any:
+    """Check the config against the installed plugins and the output directory, then build the backend's trainer.
+
+    An output directory holding anything else is refused here, before any model is loaded. `python_api=True`: one
+    holding another run's checkpoints is let through (with a warning), so that
+    `trainer.train(resume_from_checkpoint=True)` can resume it as in HF Trainer; `train()` refuses it otherwise."""
     from aligntune.launch import check_launch
     from aligntune.runs import prepare_run_config
 
     check_launch(config)  # several processes: the ones running are the ones the config asks for
     resolve_config(config)
-    config = prepare_run_config(config, check_contents=check_output_dir)
+    config = prepare_run_config(config, allow_resumable=python_api)
     backend = get_backend(config.backend)
     log.info("creating trainer", backend=backend.name, model=config.model_name,
              dataset=config.dataset_name or mixture_label(config.datasets),
@@ -62,7 +65,7 @@ def create_rl_trainer(**kwargs: Any) -> Any:
     translation = translate_options(kwargs)
     config = TrainConfig.from_mapping(translation.options)
     announce_defaults(translation)
-    return create_trainer_from_config(config, check_output_dir=False)
+    return create_trainer_from_config(config, python_api=True)
 
 
 def list_backends() -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ TRL_RENAMED = {
     "dataset_test_split": "eval_split",
     "dataset_streaming": "streaming",
     "lora_target_modules": "lora_target_modules",
+    "padding_free": "packing",  # TRL 1.16 turns padding_free off with a warning; aligntune's packing is the same idea
 }
 RENAMED.update({key: value for key, value in TRL_RENAMED.items() if key != value})
 # Trainer settings: TRL DPOConfig / transformers TrainingArguments fields (their name -> the field).
@@ -69,13 +70,9 @@ TRAINING_ARGS = {
     "dataloader_num_workers": "dataloader_num_workers",
     "data_seed": "data_seed",
     "truncation_mode": "truncation_mode",
-    "rpo_alpha": "rpo_alpha",
-    "ld_alpha": "ld_alpha",
-    "use_weighting": "use_weighting",
     "sync_ref_model": "sync_ref_model",
     "ref_model_mixup_alpha": "ref_model_mixup_alpha",
     "ref_model_sync_steps": "ref_model_sync_steps",
-    "padding_free": "padding_free",
     "precompute_ref_batch_size": "precompute_ref_batch_size",
     "run_name": "run_name",
     "use_liger_kernel": "use_liger_kernel",
@@ -101,8 +98,9 @@ TRAINING_ARGS = {
     "torch_compile": "torch_compile",
     "ddp_find_unused_parameters": "ddp_find_unused_parameters",
     "gradient_checkpointing_kwargs": "gradient_checkpointing_kwargs",
-    "generate_during_eval": "generate_during_eval",
 }
+# `ld_alpha` and `use_weighting` (TRL DPOConfig fields) are aligntune options of the same name and meaning:
+# aligntune's loss path computes them (TRL's own code for them never runs here).
 # Loss parameters (aligntune's losses read them from loss_params).
 LOSS_PARAMS = {"discopop_tau": "discopop_tau"}
 # Model loading settings: passed to `from_pretrained` through TRL's model_init_kwargs.
@@ -132,6 +130,9 @@ REFUSED = {
     "tools": "give tool messages in conversational prompts ({role: tool})",
     "preserve_columns": "extra columns are ignored; prompt/chosen/rejected are what is trained on",
     "dpo_eval_enabled": "evaluate after training with aligntune eval / run_eval (docs/evaluation.md)",
+    "generate_during_eval": "TRL 1.16 has no such option any more; aligntune evaluates generations after training: "
+                            "`aligntune eval <output_dir>` or run_eval(EvalConfig(...)) with a judged win rate "
+                            "(docs/evaluation.md)",
     "dpo_eval_max_samples": "evaluate after training with run_eval(EvalConfig(max_samples=...))",
     # TRL ModelConfig options aligntune does not offer
     "use_rslora": "rank-stabilised LoRA is not offered; use lora_r / lora_alpha",
@@ -265,6 +266,8 @@ def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Tr
             params = values.get("loss_params")
             if value is not None and (params is None or isinstance(params, Mapping)):
                 values["loss_params"] = {**(params or {}), name: value}
+    if "rpo_alpha" in values or "rpo_alpha" in training_args:
+        _rpo_alpha(values, training_args, old)
     ignored = sorted(key for key in values if key in NOT_DPO)
     if ignored:
         log.warning("ignored: these AlignTune 0.x options have no effect on DPO (as in AlignTune 0.x); remove them",
@@ -285,6 +288,39 @@ def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Tr
     if training_args and "training_args" not in out:
         out["training_args"] = training_args
     return Translation(options=out, lines=lines, used_old_names=tuple(old))
+
+
+def _rpo_alpha(values: dict[str, Any], training_args: dict[str, Any], old: list[str]) -> None:
+    """TRL < 1.0's `rpo_alpha: X` (DPO loss + X · NLL of the chosen responses) is, since TRL 1.0, the loss list
+    `[<loss>, "sft"]` with weights `[1.0, X]`: rewritten into `loss_type`/`loss_weights` here, and said so."""
+    if "rpo_alpha" in values and "rpo_alpha" in training_args:
+        raise _KeyError("rpo_alpha", "rpo_alpha is given both as an option and in training_args; give it once")
+    alpha = values.pop("rpo_alpha") if "rpo_alpha" in values else training_args.pop("rpo_alpha")
+    old.append("rpo_alpha")
+    if alpha is None:  # TRL's default: no NLL term
+        return
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 0:
+        raise _KeyError("rpo_alpha", f"rpo_alpha must be a number >= 0 (the weight of the chosen responses' NLL), "
+                                     f"got {alpha!r}")
+    loss_type = values.get("loss_type", "sigmoid")
+    names = [loss_type] if isinstance(loss_type, str) else list(loss_type) if isinstance(loss_type, (list, tuple)) \
+        else None
+    if names is None:
+        return  # not a loss name or list: TrainConfig names the mistake in loss_type
+    if "sft" in names:
+        raise _KeyError("rpo_alpha", f"rpo_alpha adds the 'sft' loss, but loss_type already lists it ({names}); "
+                                     "remove rpo_alpha and give sft's weight in loss_weights")
+    weights = values.get("loss_weights")
+    if weights is None:
+        weights = [1.0] * len(names)
+    elif not isinstance(weights, (list, tuple)) or len(weights) != len(names):
+        raise _KeyError("rpo_alpha", f"rpo_alpha appends a weight for 'sft' to loss_weights, but loss_weights "
+                                     f"{weights!r} does not give one weight per loss of {names}; give loss_type: "
+                                     f"{[*names, 'sft']} with loss_weights (one per loss) instead of rpo_alpha")
+    values["loss_type"] = [*names, "sft"]
+    values["loss_weights"] = [*weights, alpha]
+    log.info("rpo_alpha is TRL's sft loss: trained as loss_type + sft with rpo_alpha as its weight",
+             rpo_alpha=alpha, loss_type=values["loss_type"], loss_weights=values["loss_weights"])
 
 
 def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[str, Any],

@@ -137,6 +137,10 @@ def _data_files(v: Any) -> bool:
     return isinstance(v, Mapping) and all(isinstance(k, str) and (isinstance(x, str) or _str_list(x)) for k, x in v.items())
 
 
+def _loss_names(loss_type: Any) -> list[str]:
+    return [loss_type] if isinstance(loss_type, str) else list(loss_type)
+
+
 def _report_to(v: Any) -> Any:
     if v is None or v == "none":
         return []
@@ -212,6 +216,12 @@ class TrainConfig:
                          "a list of numbers (one per loss_type) or null"),
     )
     loss_params: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of loss parameters"))
+    # LD-DPO (TRL's `ld_alpha`): completion tokens beyond a pair's shared length count this much, policy and reference.
+    ld_alpha: float | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or (_is_number(v) and 0 <= v <= 1),
+                                       "a number in [0, 1] (the weight of tokens beyond the shared length) or null"))
+    # WPO (TRL's `use_weighting`): each pair's losses weighted by the policy's own probability of the pair.
+    use_weighting: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     # None: a new directory per run, output/<model>-<algorithm>/<timestamp> (see aligntune.runs.output_dir).
     output_dir: str | None = attrs.field(
         default=None, converter=attrs.converters.optional(str),
@@ -378,6 +388,12 @@ class TrainConfig:
         if self.processing_fn is None and (self.processing_batched or self.processing_fn_kwargs):
             raise InvalidValueError("processing_batched" if self.processing_batched else "processing_fn_kwargs",
                                     "only applies with processing_fn: set processing_fn as well, or remove it")
+        sorted_losses = sorted({"aot", "aot_unpaired"} & set(_loss_names(self.loss_type)))
+        if self.use_weighting and sorted_losses:
+            raise InvalidValueError(
+                "use_weighting", f"cannot weight {sorted_losses[0]!r} per pair: it sorts log-ratios across the batch, so "
+                "its per-pair values belong to no one pair (TRL refuses it too). Choose another loss_type, or "
+                "use_weighting: false")
         if self.max_completion_length is not None and self.max_completion_length >= self.max_seq_length:
             raise InvalidValueError(
                 "max_completion_length",

@@ -69,7 +69,8 @@ def _attach_adapter(base, adapter_dir: str):
     try:
         from peft import PeftModel
     except ImportError:
-        raise ConfigError("use_lora=true needs peft: pip install peft (or aligntune-backend-trl)") from None
+        raise ConfigError("use_lora=true needs peft: pip install peft (it comes with the TRL backend plugin, "
+                          "pip install ./plugins/aligntune-backend-trl from an aligntune checkout)") from None
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise ConfigError(f"use_lora=true but {adapter_dir} has no adapter_config.json (is it a full model?)")
     check_model_dir(adapter_dir, option="model_path", need_tokenizer=False, adapter_ok=True)
@@ -98,15 +99,15 @@ def resolve_device(name: str | None):
 def unsloth_backend():
     """The Unsloth backend plugin for `use_unsloth=true`, with an error that names the option when it is missing."""
     from aligntune.errors import BackendUnavailableError, PluginError, UnknownPluginError
-    from aligntune.plugins import get_backend
+    from aligntune.plugins import get_backend, install_hint
 
     try:
         backend = get_backend("unsloth")
     except UnknownPluginError as exc:
         raise UnknownPluginError(
-            "use_unsloth=true loads the models through the Unsloth backend plugin, which is not installed: pip "
-            "install aligntune-backend-unsloth, or set use_unsloth: false to load them with transformers. "
-            f"({exc})") from None
+            "use_unsloth=true loads the models through the Unsloth backend plugin, which is not installed: "
+            f"{install_hint('aligntune-backend-unsloth')}; or set use_unsloth: false to load them with transformers."
+        ) from None
     except BackendUnavailableError as exc:
         raise BackendUnavailableError(
             f"use_unsloth=true: the Unsloth backend plugin cannot run here ({exc}); set use_unsloth: false to load "

@@ -28,6 +28,16 @@ class LossInputs:
     rejected_lengths: torch.Tensor | None = None
     params: dict[str, Any] = attrs.field(factory=dict)
     reference_free: bool = False
+    # The chosen log-probs with every completion token at full weight, where `policy_chosen_logps` is
+    # length-desensitised (`ld_alpha`); a likelihood loss (sft) reads `chosen_likelihood_logps`. None: the same.
+    policy_chosen_plain_logps: torch.Tensor | None = None
+
+    @property
+    def chosen_likelihood_logps(self) -> torch.Tensor:
+        """log π(y_w|x) as a likelihood: every completion token at full weight, whatever `ld_alpha` does."""
+        if self.policy_chosen_plain_logps is None:
+            return self.policy_chosen_logps
+        return self.policy_chosen_plain_logps
 
     @property
     def chosen_logratios(self) -> torch.Tensor:
@@ -83,10 +93,19 @@ class ResolvedLoss:
         ref_rejected_logps: torch.Tensor | None,
         chosen_lengths: torch.Tensor | None = None,
         rejected_lengths: torch.Tensor | None = None,
+        pair_weights: torch.Tensor | None = None,
+        policy_chosen_plain_logps: torch.Tensor | None = None,
     ) -> LossOutput:
-        """Per-pair Σ wᵢ·lossᵢ (each loss's per-pair values; `components` keeps them apart)."""
+        """Per-pair Σ wᵢ·lossᵢ (each loss's per-pair values; `components` keeps them apart). `pair_weights` (e.g.
+        WPO's, `aligntune.modeling.pair_weights`) multiply every loss's per-pair values, as TRL's `use_weighting`
+        does; `policy_chosen_plain_logps`: see `LossInputs`."""
         base = _loss_inputs(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
                             chosen_lengths, rejected_lengths, beta=self.beta, label_smoothing=self.label_smoothing)
+        if policy_chosen_plain_logps is not None:
+            base = attrs.evolve(base, policy_chosen_plain_logps=_as_tensor(
+                policy_chosen_plain_logps, base.policy_chosen_logps, "policy_chosen_plain_logps"))
+        if pair_weights is not None:
+            pair_weights = _as_tensor(pair_weights, base.policy_chosen_logps, "pair_weights").detach()
         if self.needs_lengths and (base.chosen_lengths is None or base.rejected_lengths is None):
             needing = [n for n, s in zip(self.names, self.specs) if s.needs_lengths]
             raise ValueError(f"loss {needing[0]!r} needs chosen_lengths and rejected_lengths (completion token counts)")
@@ -100,6 +119,10 @@ class ResolvedLoss:
                     f"loss {name!r} returned {got}; a loss must return one value per pair "
                     f"{tuple(base.policy_chosen_logps.shape)}"
                 )
+            if pair_weights is not None:
+                # A batch-level loss (sft) is the same value for every pair: weighting it per pair averages to
+                # loss x mean weight (TRL 1.16 raises there: it multiplies the expanded value in place).
+                losses = losses * pair_weights
             components[name] = losses
             total = weight * losses if total is None else total + weight * losses
         return LossOutput(

@@ -125,7 +125,8 @@ def sft(inputs: LossInputs) -> torch.Tensor:
     """Negative log-likelihood of the chosen responses, averaged over all their tokens in the batch (the RPO term
     when combined with a preference loss); the same value for every pair."""
     chosen_length, _ = _lengths(inputs)
-    nll = -inputs.policy_chosen_logps.sum() / chosen_length.sum()
+    # A likelihood: every token at full weight, also when `ld_alpha` desensitises the preference losses (as TRL).
+    nll = -inputs.chosen_likelihood_logps.sum() / chosen_length.sum()
     return nll.expand_as(inputs.policy_chosen_logps)
 
 

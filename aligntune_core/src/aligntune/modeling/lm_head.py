@@ -125,6 +125,8 @@ class TokenScores:
     top1: torch.Tensor  # detached, float
     entropy: torch.Tensor  # detached: entropy of the next-token distribution (TRL's `entropy` metric)
     aux_loss: torch.Tensor | None = None  # a mixture-of-experts model's router load-balancing loss, when asked for
+    # detached log Σ_v p_v² of the next-token distribution, when asked for (`sum_sq`): WPO's sequence weights
+    log_sum_sq_probs: torch.Tensor | None = None
 
 
 def _entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -133,13 +135,21 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
         return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
 
 
-def scores_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> TokenScores:
+def _log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log Σ_v softmax(logits)_v² per row = logsumexp(2·logits) − 2·logsumexp(logits), in float32, detached."""
+    with torch.no_grad():
+        logits = logits.float()
+        return torch.logsumexp(2 * logits, dim=-1) - 2 * torch.logsumexp(logits, dim=-1)
+
+
+def scores_from_logits(logits: torch.Tensor, targets: torch.Tensor, *, sum_sq: bool = False) -> TokenScores:
     logits = logits.float()
     token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     with torch.no_grad():
         mean = logits.mean(dim=-1)
         top1 = (logits.argmax(dim=-1) == targets).float()
-    return TokenScores(token_logps=token_logps, mean_logits=mean, top1=top1, entropy=_entropy(logits))
+    return TokenScores(token_logps=token_logps, mean_logits=mean, top1=top1, entropy=_entropy(logits),
+                       log_sum_sq_probs=_log_sum_sq_probs(logits) if sum_sq else None)
 
 
 def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
@@ -149,10 +159,10 @@ def _chunk_logps(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 
 def chunked_scores(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor, config: Any,
-                   chunk_size: int) -> TokenScores:
-    """The same scores as `scores_from_logits(head(hidden))`, a chunk of positions at a time; in backward each
-    chunk's logits are recomputed rather than kept."""
-    logps, means, top1, entropy = [], [], [], []
+                   chunk_size: int, *, sum_sq: bool = False) -> TokenScores:
+    """The same scores as `scores_from_logits(head(hidden), sum_sq=sum_sq)`, a chunk of positions at a time; in
+    backward each chunk's logits are recomputed rather than kept."""
+    logps, means, top1, entropy, sum_sq_parts = [], [], [], [], []
     for start in range(0, hidden.size(0), chunk_size):
         part, part_targets = hidden[start:start + chunk_size], targets[start:start + chunk_size]
         if torch.is_grad_enabled() and (part.requires_grad or head.weight.requires_grad):
@@ -165,23 +175,28 @@ def chunked_scores(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.T
             means.append(logits.mean(dim=-1))
             top1.append((logits.argmax(dim=-1) == part_targets).float())
             entropy.append(_entropy(logits))
+            if sum_sq:
+                sum_sq_parts.append(_log_sum_sq_probs(logits))
     empty = hidden.new_zeros(0, dtype=torch.float32)
     return TokenScores(token_logps=torch.cat(logps) if logps else empty,
                        mean_logits=torch.cat(means) if means else empty, top1=torch.cat(top1) if top1 else empty,
-                       entropy=torch.cat(entropy) if entropy else empty)
+                       entropy=torch.cat(entropy) if entropy else empty,
+                       log_sum_sq_probs=(torch.cat(sum_sq_parts) if sum_sq_parts else empty) if sum_sq else None)
 
 
 def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Tensor, targets: torch.Tensor, *,
-                   chunk_size: int | str | None = None, **forward_kwargs: Any) -> tuple[TokenScores, str]:
+                   chunk_size: int | str | None = None, sum_sq: bool = False,
+                   **forward_kwargs: Any) -> tuple[TokenScores, str]:
     """Run `model(**forward_kwargs)` and score `targets[i]` from the logits at row `rows[i]`, position
     `columns[i]` of `input_ids`. Returns the scores and the head layout that ran: `"scored positions"`,
-    `"scored positions, chunks of N"`, or `"all positions"` (a model whose forward never calls its head module)."""
+    `"scored positions, chunks of N"`, or `"all positions"` (a model whose forward never calls its head module).
+    With `sum_sq`, the scores also hold log Σ_v p_v² per position (WPO's weights; only computed when asked for)."""
     head = output_embeddings(model)
     config = model_config(model)
     input_ids = forward_kwargs["input_ids"]
     length = input_ids.size(1)
     if head is None:
-        return _all_positions(model, rows, columns, targets, length, forward_kwargs), "all positions"
+        return _all_positions(model, rows, columns, targets, length, forward_kwargs, sum_sq), "all positions"
     vocab = head.weight.size(0) if isinstance(head, torch.nn.Linear) else getattr(config, "vocab_size", 0)
     chunk = resolve_chunk_size(chunk_size, int(targets.numel()), int(vocab))
     keep_hidden = chunk is not None and chunkable_head(model)
@@ -191,7 +206,7 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
         outputs = model(use_cache=False, **forward_kwargs)
     aux = getattr(outputs, "aux_loss", None)
     if not capture.ran:  # the forward never called the head module: score from the full logits it returned
-        scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets)
+        scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets, sum_sq=sum_sq)
         return attrs.evolve(scores, aux_loss=aux), "all positions"
     if keep_hidden:
         with torch.no_grad():
@@ -201,11 +216,12 @@ def scored_forward(model: torch.nn.Module, rows: torch.Tensor, columns: torch.Te
         if own.numel() and not torch.allclose(own, ours, rtol=tolerance, atol=tolerance):
             _NOT_CHUNKABLE.add(unwrap_wrappers(model))
             _log_fallback(model)
-            scores, _ = scored_forward(model, rows, columns, targets, chunk_size=None, **forward_kwargs)
+            scores, _ = scored_forward(model, rows, columns, targets, chunk_size=None, sum_sq=sum_sq, **forward_kwargs)
             return scores, "scored positions (chunks disabled: the model post-processes its logits)"
-        scores = chunked_scores(capture.hidden, head, targets, config, chunk)
+        scores = chunked_scores(capture.hidden, head, targets, config, chunk, sum_sq=sum_sq)
         return attrs.evolve(scores, aux_loss=aux), f"scored positions, chunks of {chunk}"
-    return attrs.evolve(scores_from_logits(outputs.logits[0], targets), aux_loss=aux), "scored positions"
+    scores = scores_from_logits(outputs.logits[0], targets, sum_sq=sum_sq)
+    return attrs.evolve(scores, aux_loss=aux), "scored positions"
 
 
 def _pick(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, length: int) -> torch.Tensor:
@@ -213,9 +229,9 @@ def _pick(logits: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor, lengt
     return logits[rows, columns]
 
 
-def _all_positions(model, rows, columns, targets, length, forward_kwargs) -> TokenScores:
+def _all_positions(model, rows, columns, targets, length, forward_kwargs, sum_sq: bool = False) -> TokenScores:
     outputs = model(use_cache=False, **forward_kwargs)
-    scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets)
+    scores = scores_from_logits(_pick(outputs.logits, rows, columns, length), targets, sum_sq=sum_sq)
     return attrs.evolve(scores, aux_loss=getattr(outputs, "aux_loss", None))
 
 

@@ -158,10 +158,11 @@ def collate_shared(
 
 
 def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *,
-                            chunk_size: int | str | None = None, **forward_kwargs):
+                            chunk_size: int | str | None = None, ld_alpha: float | None = None, wpo: bool = False,
+                            **forward_kwargs):
     """Run `model` once over a prefix-shared batch; returns `CompletionLogps` laid out `[chosen..., rejected...]`
     (one entry per pair and side), like the two-sequence computation. The LM head runs on the scored positions
-    only (both sides at once), in chunks when `chunk_size` asks for them."""
+    only (both sides at once), in chunks when `chunk_size` asks for them; `ld_alpha`/`wpo` as `completion_logps`."""
     from aligntune.modeling.attention import shared_attention_mask
     from aligntune.modeling.lm_head import scored_forward
     from aligntune.modeling.logps import sum_scores
@@ -171,13 +172,14 @@ def shared_completion_logps(model: torch.nn.Module, batch: Mapping[str, torch.Te
     targets = torch.cat([batch["chosen_targets"], batch["rejected_targets"]])
     n = int(batch["num_pairs"])
     scores, layout = scored_forward(
-        model, torch.div(flat, width, rounding_mode="floor"), flat % width, targets, chunk_size=chunk_size,
+        model, torch.div(flat, width, rounding_mode="floor"), flat % width, targets, chunk_size=chunk_size, sum_sq=wpo,
         input_ids=batch["input_ids"], attention_mask=shared_attention_mask(model, batch),
         position_ids=batch["position_ids"], **forward_kwargs,
     )
-    # Chosen positions first, then rejected: sequence index = pair (chosen) or n + pair (rejected).
+    # Chosen positions first, then rejected: sequence index = pair (chosen) or n + pair (rejected). A pair's
+    # positions of one side are listed in token order (what `ld_alpha`'s shared length counts on).
     rows = torch.cat([batch["chosen_pairs"], batch["rejected_pairs"] + n])
-    return attrs.evolve(sum_scores(scores, rows, 2 * n), head_layout=layout)
+    return attrs.evolve(sum_scores(scores, rows, 2 * n, ld_alpha=ld_alpha), head_layout=layout)
 
 
 @attrs.define

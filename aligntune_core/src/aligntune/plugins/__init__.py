@@ -21,6 +21,7 @@ from aligntune.plugins.records import (
     JudgeSpec,
     LossSpec,
     MetricSpec,
+    install_hint,
     lazy,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "get_loss",
     "get_metric",
     "hookimpl",
+    "install_hint",
     "lazy",
     "list_plugins",
     "registry",
@@ -79,7 +81,7 @@ def _unknown(kind: str, name: str) -> UnknownPluginError:
     message = f"unknown {word} {name!r} (option {option!r})."
     install = FIRST_PARTY[kind].get(name)
     if install:
-        message += f" It is provided by a plugin that is not installed: pip install {install}"
+        message += f" It is provided by a plugin that is not installed: {install_hint(install)}."
     else:
         message += did_you_mean(name, available)
     message += f" Available: {', '.join(available) if available else 'none installed'}."
@@ -153,7 +155,7 @@ def resolve_dataset_adapter(dataset_name: str, adapter: str | None = None) -> Da
     if key in FIRST_PARTY_DATASETS:
         raise UnknownPluginError(
             f"dataset {dataset_name!r} needs its own loader, which is not installed: "
-            f"pip install {FIRST_PARTY_DATASETS[key]}"
+            f"{install_hint(FIRST_PARTY_DATASETS[key])}"
         )
     return get_dataset_adapter(GENERIC_ADAPTER)
 

@@ -197,6 +197,29 @@ FIRST_PARTY: dict[str, dict[str, str]] = {
     "judges": {},
 }
 
+# Where each first-party distribution lives in the aligntune repository. None of them is published on the package
+# index yet, so an install hint names the checkout path, never `pip install <name>` from an index (an unclaimed name
+# there is a dependency-confusion risk: docs/installing.md).
+FIRST_PARTY_PATHS: dict[str, str] = {
+    "aligntune-core": "./aligntune_core",
+    "aligntune-backend-trl": "./plugins/aligntune-backend-trl",
+    "aligntune-backend-unsloth": "./plugins/aligntune-backend-unsloth",
+    "aligntune-data-hh-rlhf": "./plugins/aligntune-data-hh-rlhf",
+    "aligntune-data-oasst1": "./plugins/aligntune-data-oasst1",
+    "aligntune-loss-dpop": "./plugins/aligntune-loss-dpop",
+}
+
+
+def install_hint(distribution: str) -> str:
+    """The command that installs a first-party distribution, as it works today: from a checkout of the aligntune
+    repository (or a wheel built from it), not from the package index, where these names are not published."""
+    path = FIRST_PARTY_PATHS.get(distribution)
+    if path is None:
+        return f"pip install {distribution}"
+    return (f"pip install {path} (from a checkout of the aligntune repository, or its wheel; {distribution} is not on "
+            "the package index: docs/installing.md)")
+
+
 # Hub dataset ids handled by first-party dataset plugins (lower case) and the distribution to install.
 FIRST_PARTY_DATASETS: dict[str, str] = {
     "anthropic/hh-rlhf": "aligntune-data-hh-rlhf",

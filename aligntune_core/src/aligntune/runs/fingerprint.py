@@ -57,6 +57,9 @@ def run_fingerprint(config: TrainConfig, *, train_data: str, processes: int = 1)
     values = {key: value for key, value in config.to_dict().items() if key not in NOT_RESULT_SETTINGS}
     if processes != 1:  # (absent for one process, so single-process fingerprints stay what they were)
         values["processes"] = processes
+    for key, default in (("ld_alpha", None), ("use_weighting", False)):  # newer options: absent at their default,
+        if values.get(key) == default:  # so the fingerprints of runs from before them stay what they were
+            values.pop(key, None)
     values["training_args"] = {key: value for key, value in sorted(values["training_args"].items())
                                if key not in NOT_RESULT_TRAINING_ARGS}
     values["model_name"] = resolved_path(config.model_name)

@@ -220,12 +220,15 @@ def check_writable_dir(directory: Path, *, hint: str = "choose another output_di
         raise error(f"output_dir {directory}: not writable by this user; {hint}")
 
 
-def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> TrainConfig:
+def prepare_run_config(config: TrainConfig, *, check_contents: bool = True,
+                       allow_resumable: bool = False) -> TrainConfig:
     """Fix the run's output directory and check, before any model is loaded, that the run may use it.
 
     The same checks run again under the directory lock when training starts (`prepare_output_dir`).
-    `check_contents=False` leaves the check of what the directory holds to that point, for Python callers that
-    resume the HF way, `trainer.train(resume_from_checkpoint=True)`."""
+    `allow_resumable=True` (the Python API): a directory holding checkpoints is let through with a warning, since the
+    caller may resume it the HF way, `trainer.train(resume_from_checkpoint=True)` (which checks the checkpoint);
+    anything else it holds is refused now. `check_contents=False` leaves every check of what the directory holds to that point (a
+    trainer built directly by a backend, whose caller checked already)."""
     import attrs
 
     output_dir = resolve_output_dir(config)
@@ -238,7 +241,13 @@ def prepare_run_config(config: TrainConfig, *, check_contents: bool = True) -> T
     resume = config.resume_from_checkpoint
     if resume in (None, False):
         if check_contents and not config.overwrite_output_dir:
-            prepare_output_dir(output_dir, resuming=False, overwrite=False)
+            if allow_resumable and list_checkpoints(output_dir):
+                log.warning("output_dir holds another run's checkpoints: train() refuses to train into it unless it "
+                            "resumes that run", output_dir=output_dir,
+                            hint="trainer.train(resume_from_checkpoint=True) continues it; otherwise set "
+                                 "overwrite_output_dir=True or choose another output_dir")
+            else:
+                prepare_output_dir(output_dir, resuming=False, overwrite=False)
     elif resume in (True, "latest") and latest_complete_checkpoint(output_dir, warn=False)[0] is None:
         raise ResumeError(
             f"nothing to resume in {output_dir}: it has no complete checkpoint. Start a new run without --resume, or "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 
-from aligntune.plugins import BackendSpec, hookimpl
+from aligntune.plugins import BackendSpec, hookimpl, install_hint
 
 
 def _create_trainer(config):
@@ -20,7 +20,8 @@ def _create_trainer(config):
 def _unavailable_reason() -> str | None:
     missing = [name for name in ("trl", "transformers", "peft", "torch") if importlib.util.find_spec(name) is None]
     if missing:
-        return f"not importable: {', '.join(missing)} (pip install aligntune-backend-trl)"
+        return f"not importable: {', '.join(missing)} (reinstall the plugin with its dependencies: " \
+               f"{install_hint('aligntune-backend-trl')})"
     return None
 
 

@@ -25,7 +25,7 @@ from aligntune.data.length_report import LengthCounter, announce, tokenization_r
 from aligntune.launch import check_sharding
 from aligntune.logging_setup import json_lines
 from aligntune.losses import ResolvedLoss
-from aligntune.modeling import SHARED_KEY, CompletionLogps, preference_logps, ref_cache, split_pairs
+from aligntune.modeling import SHARED_KEY, CompletionLogps, pair_weights, preference_logps, ref_cache, split_pairs
 from aligntune.modeling.tokenize import common_prefix_length
 from datasets import IterableDataset
 from torch.utils.data import DataLoader
@@ -236,6 +236,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         _log.info("loading a copy of the starting model as the reference, to score the data passed to evaluate()",
                   model=source, hint="reference log-probs were precomputed before training and not kept in memory")
         init = dict(self.args.model_init_kwargs or {})
+        init.setdefault("trust_remote_code", self.args.trust_remote_code)  # as TRL loads the policy
         init.update(dtype=policy.dtype, attn_implementation=policy.config._attn_implementation)
         reference = type(policy).from_pretrained(source, **init)
         disable_dropout_in_model(reference)
@@ -258,7 +259,9 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
         model = engine if engine is not None else model
         self.reference_forward_calls += 1
         with torch.no_grad(), context:
-            return preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size)
+            # LD-DPO desensitises the reference's sums too (TRL's `compute_ref_log_probs` does).
+            return preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size,
+                                    ld_alpha=self.aligntune_config.ld_alpha)
 
     def _ref_cache_key(self, dataset) -> str:
         model, _ = self._reference_context()
@@ -269,6 +272,10 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             "fp16": bool(self.args.fp16),
             "dtype": str(next(model.parameters()).dtype),
         }
+        if self.aligntune_config.ld_alpha is not None:
+            # Other sums: an entry written without ld_alpha (or with another) must never be read for this run. Only
+            # set when used, so the keys of entries written before the option existed stay what they were.
+            settings["ld_alpha"] = self.aligntune_config.ld_alpha
         return ref_cache.cache_key(model=ref_cache.model_fingerprint(self.accelerator.unwrap_model(model)),
                                    data=ref_cache.data_fingerprint(dataset), settings=settings)
 
@@ -344,8 +351,10 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         # TRL set aux_loss_enabled / router_aux_loss_coef from the model's config (mixture-of-experts models).
-        policy = preference_logps(model, inputs, chunk_size=self.aligntune_config.logps_chunk_size,
-                                  router_logits=self.aux_loss_enabled)
+        config = self.aligntune_config
+        policy = preference_logps(model, inputs, chunk_size=config.logps_chunk_size,
+                                  router_logits=self.aux_loss_enabled, ld_alpha=config.ld_alpha,
+                                  wpo=config.use_weighting)
         if policy.head_layout != self._head_layout:
             self._head_layout = policy.head_layout
             if self.args.process_index == 0:
@@ -365,6 +374,8 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             ref_rejected_logps=ref_rejected,
             chosen_lengths=chosen_lengths,
             rejected_lengths=rejected_lengths,
+            pair_weights=pair_weights(policy) if config.use_weighting else None,
+            policy_chosen_plain_logps=None if policy.plain_logps is None else split_pairs(policy.plain_logps)[0],
         )
         loss = out.losses.mean()
         if self.aux_loss_enabled:  # as TRL: the router load-balancing loss of the policy forward, weighted

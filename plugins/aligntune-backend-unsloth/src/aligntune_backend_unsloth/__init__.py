@@ -54,7 +54,8 @@ def _has_nvidia_device() -> bool:
 
 def unavailable_reason() -> str | None:
     if importlib.util.find_spec("unsloth") is None:
-        return "unsloth is not installed (pip install aligntune-backend-unsloth)"
+        return ("unsloth is not installed: install it in its own environment with the versions it pins "
+                "(pip install unsloth; docs/backends.md)")
     conflicts = _version_conflicts()
     if conflicts:
         return "; ".join(conflicts) + " (install the versions unsloth supports, e.g. in a separate environment)"
