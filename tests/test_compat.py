@@ -61,11 +61,37 @@ def test_their_keywords_map_onto_ours(theirs, ours):
         ({"dataset_weight": 0.5}, "give a mixture: datasets:"),
         ({"f_divergence_type": "js_divergence"}, "f-divergence DPO is not among aligntune's losses"),
         ({"model_init_kwargs": "eager"}, "model_init_kwargs: expected a mapping"),
+        # The message names where the refused name comes from.
+        ({"use_dora": True}, r"option 'use_dora' \(TRL ModelConfig\) is not supported: DoRA is not offered"),
+        ({"use_logits_to_keep": True}, r"option 'use_logits_to_keep' \(TRL DPOConfig, before 1.x\) is not supported"),
+        ({"percent": 10}, r"option 'percent' \(AlignTune 0.x\) is not supported"),
     ],
 )
 def test_names_without_a_meaning_here_say_what_to_write_instead(theirs, message):
     with pytest.raises(ConfigError, match=message):
         translate_options({"model_name": "m", "dataset_name": "d", **theirs})
+
+
+def test_defaults_that_differ_from_trl_are_announced_when_left_unset():
+    from structlog.testing import capture_logs
+
+    from aligntune.core.compat import announce_defaults
+
+    # A TRL config that leaves the batch size and length unset trains at aligntune's 4 and 512, said at start-up.
+    translation = translate_options({"model_name_or_path": "m", "dataset_name": "d", "learning_rate": 5e-7})
+    with capture_logs() as logs:
+        announce_defaults(translation)
+    (event,) = logs
+    assert event["log_level"] == "warning" and event["renamed"] == ["model_name_or_path"]
+    assert "TRL: per_device_train_batch_size 8" in event["batch_size"]
+    assert "TRL: max_length 1024" in event["max_seq_length"] and "TRL: false" in event["precompute_ref_log_probs"]
+    assert "learning_rate" not in event  # set in the config: nothing to announce
+    # Set, they are not announced.
+    translation = translate_options({"model_name_or_path": "m", "dataset_name": "d", "per_device_train_batch_size": 8,
+                                     "max_length": 1024})
+    with capture_logs() as logs:
+        announce_defaults(translation)
+    assert "batch_size" not in logs[0] and "max_seq_length" not in logs[0]
 
 
 NESTED = {

@@ -71,7 +71,7 @@ def hub_datasets(shared: Path, pairs: Path) -> dict:
 
 
 # Every training run: a few steps, fp32 on the CPU, no tracker, no intermediate checkpoints, short sequences.
-TRAINING = {"max_steps": 2, "precision": "fp32", "report_to": [], "save_steps": None, "max_seq_length": 256,
+TRAINING = {"max_steps": 2, "precision": "fp32", "report_to": "none", "save_steps": None, "max_seq_length": 256,
             "gradient_checkpointing": False, "load_in_4bit": False, "distributed": None, "num_processes": None,
             "launcher": None}
 BACKENDS = {"unsloth": "trl"}  # Unsloth has its own environment (the nox unsloth session)
@@ -107,7 +107,6 @@ PAGE_CHECK = {
 import subprocess, sys
 from pathlib import Path
 from aligntune.plugins import reset_registry
-import tomllib
 project = tomllib.loads(Path("pyproject.toml").read_text())
 entry_points = project["project"]["entry-points"]["aligntune"]
 info = Path("my_loss_plugin-0.1.0.dist-info")
@@ -157,7 +156,16 @@ class Block:
     def commands(self) -> list[list[str]]:
         """A bash block's commands (continuation lines joined, comments dropped)."""
         text = re.sub(r"\\\n", " ", self.source)
-        return [argv for line in text.splitlines() if (argv := shlex.split(line, comments=True))]
+        commands = []
+        for line in text.splitlines():
+            argv: list[str] = []
+            for word in shlex.split(line, comments=True) + ["&&"]:
+                if word in ("&&", "||", ";", "|"):
+                    commands += [argv] if argv else []
+                    argv = []
+                else:
+                    argv.append(word)
+        return commands
 
 
 @cache
@@ -233,7 +241,7 @@ def problem(block: Block) -> str | None:
 
 
 def runnable() -> list[Block]:
-    return [block for block in blocks() if block.reason is None and block.lang in RUN]
+    return [block for block in blocks() if block.reason is None and block.lang in RUN and problem(block) is None]
 
 
 MARK = "mark it with `<!-- not run: REASON -->` on the line before its fence"

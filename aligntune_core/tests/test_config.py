@@ -97,3 +97,30 @@ def test_overrides_are_parsed_as_yaml_and_reach_into_mappings():
     assert values == {"beta": 0.5, "use_lora": True, "training_args": {"warmup_steps": 0.1}}
     with pytest.raises(ConfigError, match="expects key=value"):
         apply_overrides({}, ["beta"])
+
+
+@pytest.mark.parametrize(
+    ("cuda", "bf16_supported", "mode"),
+    [(False, None, "bf16"), (True, True, "bf16"), (True, False, "fp16")],
+)
+def test_auto_precision_follows_the_device(cuda, bf16_supported, mode):
+    from aligntune.core.precision import resolve_precision
+
+    resolved = resolve_precision("auto", cuda=cuda, bf16_supported=bf16_supported)
+    assert resolved.mode == mode and resolved.reason.startswith("auto: ")
+    assert resolve_precision("fp32", cuda=cuda, bf16_supported=bf16_supported).mode == "fp32"
+
+
+def test_auto_precision_on_this_machine_is_what_the_trainer_runs():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("aligntune_backend_trl", reason="the TRL backend builds the trainer arguments")
+    from aligntune_backend_trl.build import make_dpo_config
+
+    from aligntune.core.precision import resolve_precision
+
+    args = make_dpo_config(TrainConfig(model_name="m", dataset_name="d", output_dir="/tmp/x"),
+                           precompute_ref_log_probs=False)
+    expected = resolve_precision("auto").mode
+    assert (args.bf16, args.fp16) == (expected == "bf16", expected == "fp16")
+    if not torch.cuda.is_available():
+        assert args.bf16 and args.use_cpu  # TRL's CPU bf16 autocast, as documented

@@ -31,9 +31,13 @@ import os
 import shlex
 import sys
 import tempfile
-import tomllib
 import traceback
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 PLAN = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
 STAND_INS = PLAN["stand_ins"]
@@ -101,7 +105,7 @@ def _write(name: str, text: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-NAMESPACE: dict = {"__name__": "__doc_page__"}
+NAMESPACE: dict = {"__name__": "__doc_page__", "tomllib": tomllib}
 ENTRY_POINT_MODULES: list[str] = []
 
 

@@ -143,6 +143,18 @@ REFUSED = {
     "use_bnb_nested_quant": "aligntune's 4-bit loading always uses double quantisation (load_in_4bit: true)",
     "dataset_mixture": "use datasets: [{name, split, weight}, ...] (docs/datasets.md, mixtures)",
 }
+# Where a refused name comes from, for the message (the rest are AlignTune 0.x's).
+_OLDER_TRL = "TRL DPOConfig, before 1.x"
+REFUSED_ORIGIN = {
+    "f_divergence_type": "TRL DPOConfig", "f_alpha_divergence_coef": "TRL DPOConfig",
+    **{key: _OLDER_TRL for key in ("use_liger_loss", "ref_model_init_kwargs", "force_use_ref_model",
+                                   "model_adapter_name", "ref_adapter_name", "use_logits_to_keep",
+                                   "label_pad_token_id", "tools", "generate_during_eval")},
+    **{key: "TRL ModelConfig" for key in ("use_rslora", "use_dora", "lora_modules_to_save", "load_in_8bit",
+                                          "bnb_4bit_quant_type", "use_bnb_nested_quant")},
+    "dataset_mixture": "TRL script arguments",
+    "quantization_config": "AlignTune 0.x, transformers",
+}
 # AlignTune 0.x options of its PPO/GRPO trainers (and its own loggers): its DPO trainer ignored them, so they are
 # ignored here too — with a warning that names them.
 NOT_DPO = frozenset({
@@ -158,12 +170,17 @@ NOT_DPO = frozenset({
     "dpo_few_shot_examples_text",
 })
 SUPPORTED_ALGORITHMS = ("dpo",)
-# Where their defaults differ from ours in a way that changes what is trained.
+# Where AlignTune 0.x's or TRL's defaults differ from ours in a way that changes what is trained: said at start-up
+# whenever the option is left unset, so a config written for either never trains something else silently.
 DIFFERENT_DEFAULTS = {
     "use_lora": "full fine-tuning with the trl backend (AlignTune 0.x: LoRA, use_peft=True)",
-    "learning_rate": "1e-6, the DPO guide's default (AlignTune 0.x: 2e-4)",
+    "learning_rate": "1e-6, the DPO guide's default (AlignTune 0.x: 2e-4; TRL: 1e-6)",
     "num_epochs": "1 (AlignTune 0.x: 3)",
     "max_steps": "no cap: every epoch runs (AlignTune 0.x: max_steps=100 silently capped the epochs)",
+    "batch_size": "4 per device, the DPO guide's default (TRL: per_device_train_batch_size 8)",
+    "max_seq_length": "512 tokens for prompt + completion (TRL: max_length 1024)",
+    "precompute_ref_log_probs": "auto: reference log-probs computed once before training where that is possible "
+                                "(TRL: false, a reference forward every step; the per-step losses are the same)",
 }
 
 
@@ -330,7 +347,8 @@ def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[st
         old.append(key)
         return None
     if key in REFUSED:
-        raise ConfigError(f"option {key!r} (AlignTune 0.x) is not supported: {REFUSED[key]}")
+        raise ConfigError(f"option {key!r} ({REFUSED_ORIGIN.get(key, 'AlignTune 0.x')}) is not supported: "
+                          f"{REFUSED[key]}")
     if key in RENAMED:
         target = RENAMED[key]
         if target in values:
@@ -427,12 +445,14 @@ def _quantization(value: Any) -> dict[str, Any]:
 
 
 def announce_defaults(translation: Translation) -> None:
-    """Say which defaults apply where AlignTune 0.x's would have trained something else (never a silent switch)."""
+    """Say which defaults apply where AlignTune 0.x's or TRL's would have trained something else (never a silent
+    switch)."""
     missing = {key: text for key, text in DIFFERENT_DEFAULTS.items() if key not in translation.options}
     if not missing:
         return
     if translation.used_old_names:
-        log.warning("AlignTune 0.x options recognised; where its defaults differ, these apply (set them to choose)",
+        log.warning("AlignTune 0.x or TRL options recognised; where their defaults differ, these apply (set them "
+                    "to choose)",
                     renamed=list(translation.used_old_names), **missing)
     else:
         log.info("defaults in effect", **missing)

@@ -206,8 +206,10 @@ def launch_command(config: Any, argv: list[str], *, launcher: str | None = None)
         raise ConfigError("launching several processes needs accelerate (installed with aligntune-backend-trl): "
                           "pip install accelerate")
     mixed = {"bf16": "bf16", "fp16": "fp16"}.get(config.precision, "no")
-    if config.precision == "auto":
-        mixed = "no" if cpu else "bf16"
+    if config.precision == "auto":  # on a GPU what the trainer will run (aligntune.core.precision); on CPUs none
+        from aligntune.core.precision import resolve_precision
+
+        mixed = "no" if cpu else resolve_precision("auto", cuda=True).mode
     command = [sys.executable, "-m", "aligntune.launch.start", "accelerate", "--config_file", str(asked.path),
                "--num_processes", str(processes), "--num_machines", "1", "--machine_rank", "0",
                "--main_process_port", str(_free_port()), "--mixed_precision", mixed]

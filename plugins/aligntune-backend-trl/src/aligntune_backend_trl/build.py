@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aligntune.core.config import TrainConfig
 from aligntune.core.model_paths import check_model_dir
+from aligntune.core.precision import resolve_precision
 from aligntune.data import load_preference_data
 from aligntune.data.mixture import load_mixture
 from aligntune.errors import ConfigError, did_you_mean
@@ -72,12 +73,10 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
         kwargs["save_steps"] = config.save_steps
     if config.eval_enabled:
         kwargs["eval_strategy"] = "epoch"
-    if config.precision == "bf16":
-        kwargs.update(bf16=True, fp16=False)
-    elif config.precision == "fp16":
-        kwargs.update(bf16=False, fp16=True)
-    elif config.precision == "fp32":
-        kwargs.update(bf16=False, fp16=False)
+    precision = resolve_precision(config.precision)
+    kwargs.update(bf16=precision.mode == "bf16", fp16=precision.mode == "fp16")
+    if config.precision == "auto":
+        log.info("precision", mode=precision.mode, reason=precision.reason)
     fields = {f.name: f for f in dataclasses.fields(DPOConfig)}
     checkpointing = config.gradient_checkpointing
     if checkpointing is None:  # TRL's default
