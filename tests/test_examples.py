@@ -1,5 +1,5 @@
-"""The recipes in examples/ run as written on a GPU with the hub. Here each is (1) read and validated exactly as
-written, and (2) trained offline through `aligntune train` after this test swaps what needs a GPU or the network
+"""The recipes in examples/ are written for a GPU with the hub (none has run on one yet). Here each is (1) read
+and validated exactly as written, and (2) trained offline through `aligntune train` after this test swaps what needs a GPU or the network
 for tiny local stand-ins: the model, the data (the real hh-rlhf / oasst1 files from ../shared/data), the precision,
 the Unsloth backend (not installed in this environment) and the launch. The recipe files are never edited."""
 
