@@ -184,7 +184,7 @@ def blocks() -> tuple[Block, ...]:
             indent, fence = len(match.group("indent")), match.group("fence")
             end = next((j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(fence)
                         and not lines[j].strip().strip(fence[0])), len(lines))
-            body = "\n".join(line[indent:] if line[:indent].isspace() else line.lstrip() for line in lines[i + 1:end])
+            body = "\n".join(line[indent:] if not line[:indent].strip() else line.lstrip() for line in lines[i + 1:end])
             previous = lines[i - 1].strip() if i else ""
             marker = NOT_RUN.match(previous)
             found.append(Block(str(page.relative_to(REPO)), i + 1, match.group("lang").lower(), body + "\n",

@@ -110,3 +110,45 @@ def test_plugins_page_shows_the_core_as_it_is():
     core = next(plugin for plugin in list_plugins() if plugin.name == "aligntune-core")
     page = (DOCS / "plugins" / "index.md").read_text(encoding="utf-8")
     assert "losses: " + ", ".join(core.provides["losses"]) in page
+
+
+# A claim of tested behaviour names its test: a test file, a test function, or the nox session that runs it.
+_CLAIM = re.compile(r"\btested\b|\btests? (?:check|show)", re.IGNORECASE)
+_NOT_A_CLAIM = re.compile(r"\b(?:not|never|un)[- ]?tested\b|not yet tested|tested in its own venv", re.IGNORECASE)
+_TEST_REFERENCE = re.compile(r"\btest_\w+|tests/[\w/.:-]+|noxfile\.py|nox -s \w+")
+
+
+def _prose_blocks(text: str):
+    """Paragraphs, list items and whole tables of a Markdown page (fenced code left out), with their first line."""
+    block: list[str] = []
+    start = 0
+    in_fence = False
+    in_table = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        table_row = line.startswith("|")
+        new_item = bool(re.match(r"\s*(?:[-*]|\d+[.)])\s", line)) or line.startswith("#")
+        if not line.strip() or new_item or table_row != in_table:
+            if block:
+                yield start, " ".join(block)
+            block, start = [], number
+        in_table = table_row
+        if line.strip():
+            block.append(line.strip())
+            start = start or number
+    if block:
+        yield start, " ".join(block)
+
+
+def test_every_claim_of_tested_behaviour_names_its_test():
+    pages = [DOCS.parent / "README.md", *sorted(DOCS.rglob("*.md"))]
+    unnamed = []
+    for page in pages:
+        for line, block in _prose_blocks(page.read_text(encoding="utf-8")):
+            if _CLAIM.search(_NOT_A_CLAIM.sub("", block)) and not _TEST_REFERENCE.search(block):
+                unnamed.append(f"{page.relative_to(DOCS.parent)}:{line}: {block[:100]}")
+    assert not unnamed, "claims of tested behaviour that name no test:\n" + "\n".join(unnamed)

@@ -66,6 +66,9 @@ def _install_stand_ins() -> None:
         return load_preference_data(dataset_name, **kwargs)
 
     data.load_preference_data = load_with_local_copies
+    for module in list(sys.modules.values()):  # modules that imported it already (aligntune.eval.data)
+        if getattr(module, "load_preference_data", None) is load_preference_data:
+            module.load_preference_data = load_with_local_copies
 
     create_trainer_from_config = factory.create_trainer_from_config
 
@@ -141,7 +144,9 @@ def run_yaml(block: dict) -> None:
         EvalConfig.from_mapping(values, source=block["id"])
         return
     complete = "model_name" in values or "model_name_or_path" in values
-    options = translate_options(values if complete else {**STAND_INS["base_config"], **values}).options
+    base = {key: value for key, value in STAND_INS["base_config"].items()
+            if not (key == "dataset_name" and "datasets" in values)}  # a mixture replaces dataset_name
+    options = translate_options(values if complete else {**base, **values}).options
     resolve_config(TrainConfig.from_mapping(options, source=block["id"]))
     if not complete:
         return

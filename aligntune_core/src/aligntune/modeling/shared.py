@@ -76,6 +76,7 @@ def collate_shared(
     dtype: torch.dtype = torch.float32,
     dense_mask: bool = True,
     share: bool = True,
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """A prefix-shared (optionally packed) batch: `input_ids`, `position_ids`, per-token `segment_ids` (the pair,
     from 1; 0 on padding) and `segment_kind` (prompt/chosen/rejected/pad, `aligntune.modeling.attention`), for each
@@ -86,13 +87,16 @@ def collate_shared(
     With `share=False` a pair is laid out as two whole sequences, `[prompt | chosen]` then `[prompt | rejected]`,
     each its own segment with positions from 0: packing without prefix sharing. Such rows also work with no mask
     at all, from `position_ids` alone (variable-length attention: flash attention, or transformers' packed-sequence
-    masks), since no token needs more than "earlier tokens of my own sequence"."""
+    masks), since no token needs more than "earlier tokens of my own sequence". `pad_to_multiple_of` rounds the
+    row width up to a multiple of it (TRL's option of that name: some kernels run faster on such shapes)."""
     from aligntune.modeling.attention import CHOSEN, PAD, PROMPT, REJECTED
     from aligntune.modeling.attention import dense_mask as make_dense_mask
 
     segments = [make_segment(example, max_length) for example in examples]
     layout = _rows(segments, pack, row_tokens, share)
     width = max(sum(segments[i].length if share else segments[i].unshared_length for i in row) for row in layout)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     n_rows = len(layout)
     input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((n_rows, width), dtype=torch.long)
@@ -192,11 +196,13 @@ class SharedPreferenceCollator:
     pack: bool = False
     row_tokens: int | None = None  # None with `pack`: every pair of the batch in one row
     share: bool = True  # False: each pair as two whole sequences (packing without prefix sharing)
+    pad_to_multiple_of: int | None = None  # the row width is rounded up to a multiple of it
 
     def __call__(self, examples: Sequence[Mapping[str, object]]) -> dict[str, torch.Tensor]:
         # No mask here: it is built on the model's device for its attention (dense, or a flex block mask).
         batch = collate_shared(examples, pad_token_id=self.pad_token_id, max_length=self.max_length, pack=self.pack,
-                               row_tokens=self.row_tokens, dense_mask=False, share=self.share)
+                               row_tokens=self.row_tokens, dense_mask=False, share=self.share,
+                               pad_to_multiple_of=self.pad_to_multiple_of)
         for key in ("ref_chosen_logps", "ref_rejected_logps"):
             if key in examples[0]:
                 batch[key] = torch.tensor([example[key] for example in examples])

@@ -17,6 +17,7 @@ from aligntune.logging_setup import adopt_library_logging, json_lines
 from aligntune.losses import resolve_loss
 
 from aligntune_backend_trl.layout import check_model_attention, choose_layout, requested_attention
+from aligntune_backend_trl.trl_options import check_training_arg
 
 log = structlog.get_logger("aligntune.backend.trl")
 
@@ -86,6 +87,8 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
     for key, value in config.training_args.items():
         if key in _MANAGED:
             raise ConfigError(f"training_args.{key}: set it with the aligntune option {_MANAGED[key]!r} instead")
+        # A DPOConfig field only TRL's replaced code reads is an option here, or refused: never silently ignored.
+        check_training_arg(key, value, fields[key].default if key in fields else None)
         if key not in fields:
             raise ConfigError(f"training_args.{key}: not a TRL DPOConfig field.{did_you_mean(key, fields)}")
         kwargs[key] = value
@@ -93,6 +96,13 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
         return DPOConfig(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"the trainer settings were rejected by TRL's DPOConfig: {exc}") from None
+
+
+def _set_pad_token(tokenizer, pad_token: str) -> None:
+    if pad_token not in tokenizer.get_vocab():
+        raise ConfigError(f"training_args.pad_token={pad_token!r} is not a token of the tokenizer's vocabulary; give "
+                          f"one of its tokens (e.g. its EOS token {tokenizer.eos_token!r}) or leave it unset")
+    tokenizer.pad_token = pad_token
 
 
 def load_tokenizer(model_name: str):
@@ -244,6 +254,9 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
     # A model handed over already loaded (another backend) carries its own adapter.
     peft_config = make_lora_config(config) if config.use_lora and model is None else None
     quantization = _quantization_config(config) if model is None else None
+    if args.pad_token is not None:
+        # TRL applies `pad_token` only to a collator it builds itself: set it here, before aligntune's is built.
+        _set_pad_token(tokenizer, args.pad_token)
     collator = None
     if layout.prefix_sharing or layout.packing:
         from aligntune.modeling import SharedPreferenceCollator
@@ -252,7 +265,8 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
             tokenizer.pad_token = tokenizer.eos_token
         collator = SharedPreferenceCollator(
             pad_token_id=tokenizer.pad_token_id, max_length=config.max_seq_length, pack=layout.packing,
-            row_tokens=None if layout.row_tokens_unbounded else config.max_seq_length, share=layout.prefix_sharing)
+            row_tokens=None if layout.row_tokens_unbounded else config.max_seq_length, share=layout.prefix_sharing,
+            pad_to_multiple_of=args.pad_to_multiple_of)
     cls = trainer_class or AlignTuneDPOTrainer
     try:
         trainer = cls(

@@ -106,6 +106,17 @@ def choose_layout(config: TrainConfig, *, cuda: bool, sharing_default: bool = Tr
                 "shared or packed rows do not have. Set prefix_sharing: false, or training_args.router_aux_loss_coef: 0."
             )
         return Layout(False, False, requested, "mixture-of-experts router loss (computed over a padding mask)")
+    if config.training_args.get("truncation_mode") == "keep_end":
+        # keep_end cuts the start of [prompt | chosen] and [prompt | rejected] separately (TRL's padded collator):
+        # the two sides may keep different prompt tokens, so there is no one prompt to share or pack.
+        if config.prefix_sharing is True or config.packing is True:
+            raise ConfigError(
+                "training_args.truncation_mode: keep_end cuts each sequence's start separately, so a pair's two "
+                "sequences may keep different prompts: prefix_sharing/packing cannot lay them out. Set "
+                "prefix_sharing: false and packing: false, or use keep_start (the default) with max_prompt_length "
+                "to keep the end of long prompts.")
+        return Layout(False, False, requested, "truncation_mode keep_end (TRL's padded collator cuts each sequence's "
+                                               "start)")
     if requested is not None and requested not in MASKED_ATTENTION:
         if config.prefix_sharing is True:
             raise ConfigError(

@@ -50,9 +50,10 @@ def _plain_text_pairs(dataset, processing_class) -> bool:
     return all(isinstance(first[key], str) for key in ("prompt", "chosen", "rejected"))
 
 
-def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str):
+def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str, num_proc: int | None = None):
     """TRL's tokenization of plain-text pairs (EOS appended to each response, the completion starting where prompt
-    and prompt+response token lists diverge), done with batched calls to the fast tokenizer."""
+    and prompt+response token lists diverge), done with batched calls to the fast tokenizer; in `num_proc`
+    processes when given (TRL's `dataset_num_proc`)."""
     eos = tokenizer.eos_token or ""
     backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
 
@@ -78,7 +79,8 @@ def tokenize_plain_pairs(dataset, tokenizer, dataset_name: str):
             out["rejected_ids"].append(r_ids[start:])
         return out
 
-    return dataset.map(tokenize, batched=True, batch_size=1000, desc=f"Tokenizing {dataset_name} dataset")
+    return dataset.map(tokenize, batched=True, batch_size=1000, num_proc=num_proc,
+                       desc=f"Tokenizing {dataset_name} dataset")
 
 
 def _has_reference_columns(dataset) -> bool:
@@ -153,8 +155,9 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             return self._prepare_stream(dataset, processing_class, args, dataset_name)
         limit = self.aligntune_config.max_prompt_length
         max_length = args.max_length
+        processes = {"num_proc": args.dataset_num_proc}  # TRL's `dataset_num_proc`, for aligntune's maps as for TRL's
         if _plain_text_pairs(dataset, processing_class):
-            dataset = tokenize_plain_pairs(dataset, processing_class, dataset_name)
+            dataset = tokenize_plain_pairs(dataset, processing_class, dataset_name, num_proc=args.dataset_num_proc)
         else:
             dataset = super()._prepare_dataset(dataset, processing_class, _untruncated(args), dataset_name)
         completion_limit = self.aligntune_config.max_completion_length
@@ -170,7 +173,8 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             def keep_prompt_end(example):
                 return {"prompt_ids": example["prompt_ids"][-limit:]}
 
-            dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
+            dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens",
+                                  **processes)
         if completion_limit is not None:
 
             def keep_completion_start(example):
@@ -178,11 +182,11 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
                         "rejected_ids": example["rejected_ids"][:completion_limit]}
 
             dataset = dataset.map(keep_completion_start, desc=f"Truncating completions of {dataset_name} dataset to "
-                                                              f"{completion_limit} tokens")
+                                                              f"{completion_limit} tokens", **processes)
         if report["dropped"]:
             # A pair whose prompt fills max_length has no completion token left to learn from (counted above).
             dataset = dataset.filter(lambda example: len(example["prompt_ids"]) < max_length,
-                                     desc=f"Dropping fully truncated examples from {dataset_name} dataset")
+                                     desc=f"Dropping fully truncated examples from {dataset_name} dataset", **processes)
         return dataset
 
     def _prepare_stream(self, dataset, processing_class, args, dataset_name):
