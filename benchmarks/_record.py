@@ -98,6 +98,41 @@ def versions() -> dict:
     return found
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy since boot (all processes, from /proc/stat), or None."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+class Contention:
+    """How much CPU other processes took while a measurement ran: the machine's busy CPU time minus this process's
+    and its finished children's. `fraction` is that over the wall time times the cores (0: the machine was ours)."""
+
+    def __init__(self) -> None:
+        import resource
+
+        self._resource = resource
+        self.start = (time.perf_counter(), busy_cpu_seconds(), self._own(), list(os.getloadavg()))
+
+    def _own(self) -> float:
+        usage = [self._resource.getrusage(who) for who in (self._resource.RUSAGE_SELF, self._resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in usage)
+
+    def stop(self) -> dict:
+        wall, busy, own, load = self.start
+        wall = time.perf_counter() - wall
+        now = busy_cpu_seconds()
+        mine = self._own() - own
+        other = None if busy is None or now is None else max(0.0, now - busy - mine)
+        return {"wall_seconds": round(wall, 2), "own_cpu_seconds": round(mine, 2),
+                "other_cpu_seconds": None if other is None else round(other, 2),
+                "other_cpu_fraction": None if other is None else round(other / (wall * (os.cpu_count() or 1)), 3),
+                "load_average_start": load, "load_average_end": list(os.getloadavg())}
+
+
 def relative(path: str | os.PathLike) -> str:
     """A data path as the docs write it (relative to the project root, e.g. `../shared/data/hh-rlhf`)."""
     try:

@@ -42,6 +42,16 @@ TINY = dict(learning_rate=1e-3, precision="fp32", save_steps=None, logging_steps
         ({"discopop_tau": 0.1, "loss_type": "discopop"}, {"loss_type": "discopop", "loss_params": {"discopop_tau": 0.1}}),
         ({"model_init_kwargs": {"attn_implementation": "eager"}, "disable_dropout": True},
          {"training_args": {"disable_dropout": True, "model_init_kwargs": {"attn_implementation": "eager"}}}),
+        # TRL's LD-DPO and WPO options are aligntune options of the same name (computed in aligntune's loss path).
+        ({"ld_alpha": 0.5, "use_weighting": True}, {"ld_alpha": 0.5, "use_weighting": True}),
+        ({"padding_free": True}, {"packing": True}),
+        # TRL < 1.0's rpo_alpha is, since TRL 1.0, the sft loss with that weight.
+        ({"rpo_alpha": 0.5}, {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}),
+        ({"rpo_alpha": 1.0, "loss_type": ["ipo", "hinge"], "loss_weights": [1.0, 2.0]},
+         {"loss_type": ["ipo", "hinge", "sft"], "loss_weights": [1.0, 2.0, 1.0]}),
+        ({"training_args": {"rpo_alpha": 0.2, "warmup_steps": 3}, "loss_type": "ipo"},
+         {"loss_type": ["ipo", "sft"], "loss_weights": [1.0, 0.2], "training_args": {"warmup_steps": 3}}),
+        ({"rpo_alpha": None}, {}),
     ],
 )
 def test_their_keywords_map_onto_ours(theirs, ours):
@@ -65,6 +75,10 @@ def test_their_keywords_map_onto_ours(theirs, ours):
         ({"use_dora": True}, r"option 'use_dora' \(TRL ModelConfig\) is not supported: DoRA is not offered"),
         ({"use_logits_to_keep": True}, r"option 'use_logits_to_keep' \(TRL DPOConfig, before 1.x\) is not supported"),
         ({"percent": 10}, r"option 'percent' \(AlignTune 0.x\) is not supported"),
+        ({"rpo_alpha": 0.5, "loss_type": ["sigmoid", "sft"]}, "loss_type already lists it"),
+        ({"rpo_alpha": 0.5, "loss_type": ["sigmoid", "ipo"], "loss_weights": [1.0]}, "one weight per loss"),
+        ({"rpo_alpha": -1}, "rpo_alpha must be a number >= 0"),
+        ({"generate_during_eval": True}, "aligntune eval"),
     ],
 )
 def test_names_without_a_meaning_here_say_what_to_write_instead(theirs, message):
@@ -92,6 +106,16 @@ def test_defaults_that_differ_from_trl_are_announced_when_left_unset():
     with capture_logs() as logs:
         announce_defaults(translation)
     assert "batch_size" not in logs[0] and "max_seq_length" not in logs[0]
+
+
+def test_rpo_alpha_is_said_to_become_the_sft_loss():
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        translate_options({"model_name": "m", "dataset_name": "d", "rpo_alpha": 0.5})
+    (event,) = [entry for entry in logs if "rpo_alpha" in entry["event"]]
+    assert event["rpo_alpha"] == 0.5 and event["loss_type"] == ["sigmoid", "sft"]
+    assert event["loss_weights"] == [1.0, 0.5]
 
 
 NESTED = {

@@ -107,32 +107,30 @@ PAGE_CHECK = {
 import subprocess, sys
 from pathlib import Path
 from aligntune.plugins import reset_registry
-project = tomllib.loads(Path("pyproject.toml").read_text())
-entry_points = project["project"]["entry-points"]["aligntune"]
-info = Path("my_loss_plugin-0.1.0.dist-info")
+project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+entry_points = project["entry-points"]["aligntune"]
+info = Path(f"{project['name'].replace('-', '_')}-{project['version']}.dist-info")
 info.mkdir()
-(info / "METADATA").write_text("Metadata-Version: 2.1\\nName: my-loss-plugin\\nVersion: 0.1.0\\n")
+(info / "METADATA").write_text(f"Metadata-Version: 2.1\\nName: {project['name']}\\nVersion: {project['version']}\\n")
 (info / "entry_points.txt").write_text("[aligntune]\\n" + "".join(f"{k} = {v}\\n" for k, v in entry_points.items()))
 reset_registry()
 listed = subprocess.run([sys.executable, "-m", "aligntune", "plugins", "list"], capture_output=True, text=True,
                         env={**__import__("os").environ, "PYTHONPATH": "."}, check=True).stdout
-assert "my-loss-plugin" in listed and "losses: slic" in listed, listed
+assert project["name"] in listed and "losses: slic" in listed, listed
 from aligntune.testing import check_loss_contract
 check_loss_contract("slic", params={"margin": 1.0})
 from aligntune.core.backend_factory import create_rl_trainer
 create_rl_trainer(model_name="Qwen/Qwen3-0.6B", dataset_name="my_pairs.jsonl", loss_type="slic",
-                  output_dir="output/slic").train()
+                  loss_params={"margin": 2.0}, output_dir="output/slic").train()   # as the page says
 """,
 }
 # Python packages a page's blocks need, by what they name (nox `all` has them all; elsewhere those pages skip).
+# Every page needs the TRL backend: its blocks train, or build configs that resolve the default backend.
 NEEDS = {
-    "create_rl_trainer": "aligntune_backend_trl",
-    "aligntune train": "aligntune_backend_trl",
-    "model_name": "aligntune_backend_trl",
+    "": "aligntune_backend_trl",
     "Anthropic/hh-rlhf": "aligntune_data_hh_rlhf",
     "OpenAssistant/oasst1": "aligntune_data_oasst1",
     "dpop": "aligntune_loss_dpop",
-    "tensorboard": "tensorboard",
 }
 
 
@@ -357,3 +355,24 @@ def test_doc_page_check(path, page_results):
         pytest.skip(f"{path} needs {', '.join(missing)} (installed in the nox `all` session)")
     error = page_results(path).get(f"{path}:check")
     assert error is None, error
+
+
+def test_development_quick_recipe_installs_what_pytest_collects():
+    """docs/development.md's editable-install recipe is not run (it installs packages), so check what it would do:
+    plain `pytest` collects every plugin's tests (pyproject's testpaths), so the recipe installs every plugin whose
+    tests need it, and what the nox `all` session adds for the tests (tensorboard); each path it names exists."""
+    recipe = next(block for block in blocks()
+                  if block.path == "docs/development.md" and "pip install -e" in block.source)
+    words = [word for argv in recipe.commands() for word in argv]
+    installed = {Path(words[i + 1]).resolve() for i, word in enumerate(words) if word == "-e"}
+    assert all(path.is_dir() for path in installed), installed
+    for plugin in sorted(REPO.glob("plugins/*/tests")):
+        sources = "".join(path.read_text(encoding="utf-8") for path in plugin.glob("test_*.py"))
+        if 'importorskip("unsloth"' in sources:
+            continue  # the Unsloth backend's tests skip without Unsloth (its own environment: nox -s unsloth)
+        assert plugin.parent.resolve() in installed, f"`pytest` collects {plugin.relative_to(REPO)}: install it"
+    assert (REPO / "aligntune_core").resolve() in installed
+    noxfile = (REPO / "noxfile.py").read_text(encoding="utf-8")
+    for extra in re.findall(r'session\.install\("([\w-]+)"\)\s*#', noxfile):  # the all session's test extras
+        assert extra in words, f"the nox sessions install {extra} for the tests; the recipe does not"
+    assert "pytest" in words

@@ -292,3 +292,17 @@ def test_a_mixture_of_experts_model_trains_with_its_router_loss_as_in_trl(tiny_m
     with pytest.raises(ConfigError, match="mixture-of-experts model whose router load-balancing loss"):
         create_rl_trainer(model_name=str(tiny_moe), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "b"),
                           prefix_sharing=True, **FAST)
+
+
+def test_router_aux_loss_coef_weights_the_router_loss_in_aligntunes_loss(tiny_moe, pairs_jsonl, tmp_path):
+    ours = create_rl_trainer(model_name=str(tiny_moe), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "a"),
+                             batch_size=4, max_steps=1, precision="fp32", training_args={"router_aux_loss_coef": 0.5},
+                             **FAST)
+    assert ours.router_aux_loss_coef == 0.5
+    ours.train()
+    first = ours.log_history[0]  # policy = reference at step 1: sigmoid is ln 2, plus 0.5 x the router loss
+    assert first["loss"] == pytest.approx(math.log(2) + 0.5 * first["aux_loss"], rel=1e-6)
+    off = create_rl_trainer(model_name=str(tiny_moe), dataset_name=str(pairs_jsonl), output_dir=str(tmp_path / "b"),
+                            batch_size=4, max_steps=1, precision="fp32", training_args={"router_aux_loss_coef": 0.0},
+                            **FAST)
+    assert not off.aux_loss_enabled and off.layout.prefix_sharing  # no router loss: the shared layout is back

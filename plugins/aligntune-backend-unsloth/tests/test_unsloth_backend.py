@@ -61,6 +61,12 @@ def test_four_bit_without_a_gpu_is_a_clear_error(tiny_model, pairs_jsonl, tmp_pa
                           backend="unsloth", output_dir=str(tmp_path), **COMMON)
 
 
+def test_model_loading_arguments_unsloth_would_not_apply_are_refused(tiny_model, pairs_jsonl, tmp_path):
+    with pytest.raises(ConfigError, match=r"model_init_kwargs \(attn_implementation.*unsloth backend"):
+        create_rl_trainer(model_name=str(tiny_model), dataset_name=str(pairs_jsonl), backend="unsloth",
+                          output_dir=str(tmp_path), attn_implementation="eager", **COMMON)
+
+
 def test_disabled_cpu_fallback_makes_the_backend_unavailable_with_the_reason(monkeypatch, tmp_path, pairs_jsonl):
     from aligntune import plugins
 

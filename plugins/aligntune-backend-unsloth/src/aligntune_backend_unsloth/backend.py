@@ -71,6 +71,13 @@ def create_trainer(config: TrainConfig):
 
     config = resolve_config(config)
     check_model_dir(config.model_name, option="model_name")
+    init = config.training_args.get("model_init_kwargs") or {}
+    if init:
+        # TRL reads them only when it loads the model itself; here Unsloth does, so they would do nothing.
+        raise ConfigError(
+            f"training_args.model_init_kwargs ({', '.join(sorted(init))}; also set by trust_remote_code, dtype, "
+            "attn_implementation, model_revision) is not applied by the unsloth backend: Unsloth loads the model "
+            "itself. Remove them, or use backend: trl")
     if config.load_in_4bit and not _cuda_available():
         raise ConfigError(
             f"4-bit loading of {config.model_name!r} needs a CUDA GPU (bitsandbytes); this machine has none. Use a "
