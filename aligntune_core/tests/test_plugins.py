@@ -551,3 +551,23 @@ def test_a_plugin_cannot_take_over_the_users_own_file_and_the_report_names_the_a
     named = load_preference_data(str(pairs_jsonl), dataset_adapter="grabber")
     assert len(named.dataset) == 8
     assert named.report["adapter"] == {"name": "grabber", "distribution": "aligntune-grabber", "version": "6.6.6"}
+
+
+def test_the_top_level_package_offers_the_entry_points_lazily():
+    code = (
+        "import sys, aligntune\n"
+        "assert not [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
+        "from aligntune import EvalConfig, TrainConfig, create_rl_trainer, hookimpl, run_eval\n"
+        "from aligntune.core.backend_factory import create_rl_trainer as documented\n"
+        "from aligntune.eval.core import run_eval as documented_eval\n"
+        "assert create_rl_trainer is documented and run_eval is documented_eval\n"
+        "assert {'create_rl_trainer', 'run_eval', 'EvalConfig', 'hookimpl'} <= set(dir(aligntune))\n"
+        "try:\n"
+        "    aligntune.create_rl_trainr\n"
+        "except AttributeError as exc:\n"
+        "    assert 'create_rl_trainr' in str(exc)\n"
+        "else:\n"
+        "    raise SystemExit('a misspelt name must be an AttributeError')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

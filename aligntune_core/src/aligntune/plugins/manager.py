@@ -376,16 +376,9 @@ class PluginRegistry:
         """Every record of `kind` with its plugin, conflicting names included (by name, then load order)."""
         return [provided for name in self.names(kind) for provided in self._records[kind][name]]
 
-    def conflicts(self, kind: str) -> dict[str, list[Provided]]:
-        return {name: list(providers) for name, providers in self._records[kind].items() if len(providers) > 1}
-
     def lookup(self, kind: str, name: str) -> Provided | None:
         """The single provider of `name`; raises `PluginConflictError` when several plugins provide it."""
         providers = self.providers(kind, name)
         if len(providers) > 1:
             raise PluginConflictError(self._conflict_message(kind, name, providers))
         return providers[0] if providers else None
-
-    def records(self, kind: str) -> list[Any]:
-        """The records of every name that resolves; conflicting names are left out (`lookup` raises for them)."""
-        return [providers[0].record for _, providers in sorted(self._records[kind].items()) if len(providers) == 1]

@@ -155,7 +155,7 @@ class DatasetAdapterSpec:
 class MetricSpec:
     """An evaluation metric computed from per-pair evaluation records.
 
-    `compute(context: aligntune.eval.EvalContext) -> dict[str, float]` returns the metric's value under its own
+    `compute(context: aligntune.eval.context.EvalContext) -> dict[str, float]` returns the metric's value under its own
     name plus details under `<name>_<detail>` keys (for example `<name>_std`); `needs_generation` tells the
     evaluator to generate a policy and a reference response per prompt and have the judge score them first.
     """
