@@ -80,7 +80,7 @@ def _run_row(run: dict) -> list[str]:
             _fmt(run["process_seconds"], ".1f"), _fmt(run["samples_per_second"], ".2f"),
             _fmt(run["samples_per_second_vs_best_trl"], ".2f"), _fmt(run["tokens_per_second"], ".0f"),
             _fmt(run["peak_memory_bytes"], "MiB"), _fmt(run["peak_memory_vs_best_trl"], ".2f"),
-            _fmt(run["loss_max_abs_diff_vs_best_trl"], "Δ")]
+            _fmt(run["loss_max_abs_diff_vs_best_trl"], "Δ"), _fmt(run["contention"]["other_cpu_fraction"], ".0%")]
 
 
 def _run_tables(page: str) -> list[tuple[str, list[list[str]]]]:

@@ -183,6 +183,15 @@ def test_training_args_that_would_be_ignored_are_errors(training_args, message):
         make_dpo_config(config, precompute_ref_log_probs=True)
 
 
+def test_activation_offloading_without_an_accelerator_is_a_clear_error():
+    if torch.accelerator.current_accelerator() is not None:
+        pytest.skip("this machine has an accelerator: TRL's activation offloading runs (around aligntune's loss)")
+    config = TrainConfig(model_name="m", dataset_name="d", output_dir="out",
+                         training_args={"activation_offloading": True})
+    with pytest.raises(ConfigError, match="no accelerator"):
+        make_dpo_config(config, precompute_ref_log_probs=True)
+
+
 def test_a_refused_field_at_trls_default_is_accepted():
     config = TrainConfig(model_name="m", dataset_name="d", output_dir="out",
                          training_args={"f_divergence_type": "reverse_kl"})

@@ -388,10 +388,10 @@ class TrainConfig:
         if self.processing_fn is None and (self.processing_batched or self.processing_fn_kwargs):
             raise InvalidValueError("processing_batched" if self.processing_batched else "processing_fn_kwargs",
                                     "only applies with processing_fn: set processing_fn as well, or remove it")
-        sorted_losses = sorted({"aot", "aot_unpaired"} & set(_loss_names(self.loss_type)))
-        if self.use_weighting and sorted_losses:
+        batch_sorting = sorted({"aot", "aot_unpaired"} & set(_loss_names(self.loss_type)))
+        if self.use_weighting and batch_sorting:
             raise InvalidValueError(
-                "use_weighting", f"cannot weight {sorted_losses[0]!r} per pair: it sorts log-ratios across the batch, so "
+                "use_weighting", f"cannot weight {batch_sorting[0]!r} per pair: it sorts log-ratios across the batch, so "
                 "its per-pair values belong to no one pair (TRL refuses it too). Choose another loss_type, or "
                 "use_weighting: false")
         if self.max_completion_length is not None and self.max_completion_length >= self.max_seq_length:

@@ -92,10 +92,19 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
         if key not in fields:
             raise ConfigError(f"training_args.{key}: not a TRL DPOConfig field.{did_you_mean(key, fields)}")
         kwargs[key] = value
+    if kwargs.get("activation_offloading") and _no_accelerator(torch):
+        # TRL's offloading moves activations from an accelerator to CPU memory; without one it fails on an attribute.
+        raise ConfigError("training_args.activation_offloading: there is no accelerator (GPU) on this machine to "
+                          "offload activations from; remove it here (gradient_checkpointing saves memory on a CPU)")
     try:
         return DPOConfig(**kwargs)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"the trainer settings were rejected by TRL's DPOConfig: {exc}") from None
+
+
+def _no_accelerator(torch) -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    return not torch.cuda.is_available() if accelerator is None else accelerator.current_accelerator() is None
 
 
 def _set_pad_token(tokenizer, pad_token: str) -> None:

@@ -173,8 +173,8 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
             def keep_prompt_end(example):
                 return {"prompt_ids": example["prompt_ids"][-limit:]}
 
-            dataset = dataset.map(keep_prompt_end, desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens",
-                                  **processes)
+            dataset = dataset.map(keep_prompt_end, **processes,
+                                  desc=f"Truncating prompts of {dataset_name} dataset to {limit} tokens")
         if completion_limit is not None:
 
             def keep_completion_start(example):

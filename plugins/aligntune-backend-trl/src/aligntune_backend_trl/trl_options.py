@@ -80,7 +80,8 @@ DPO_FIELDS: dict[str, Handling] = {
     "use_weighting": _option("use_weighting"),
     "discopop_tau": _option("loss_params: {discopop_tau: ...}"),
     "activation_offloading": _honoured("TRL's training_step (not replaced) runs aligntune's compute_loss inside "
-                                       "its offloading context"),
+                                       "its offloading context; on a machine without an accelerator (where TRL's "
+                                       "offloading fails) it is an error"),
     "sync_ref_model": _honoured("TRL's SyncRefModelCallback updates the reference copy, which aligntune's "
                                 "reference pass runs (precompute resolves to off with it)"),
     "ref_model_mixup_alpha": _honoured("read by TRL's SyncRefModelCallback (sync_ref_model)"),
