@@ -126,6 +126,12 @@ def resolve_plan(config: EvalConfig) -> EvalPlan:
         system_prompt = trained_with
         log.info("system_prompt taken from the run record: the pairs are scored as they were trained",
                  source=f"{config.model_path}/{RUN_FILE}")
+    trained_config = (record or {}).get("config") or {}
+    if trained_config.get("ld_alpha") is not None or trained_config.get("use_weighting"):
+        # The metrics are defined on whole-completion log-probs (docs/evaluation.md); say that training weighed them.
+        log.info("the run trained with length-desensitised or weighted log-probs; evaluation scores the plain sums "
+                 "over each completion (the standard DPO implicit reward)", ld_alpha=trained_config.get("ld_alpha"),
+                 use_weighting=bool(trained_config.get("use_weighting")))
     # Training saves the tokenizer next to the model or adapter; the base model's is the fallback.
     tokenizer_path = config.model_path or policy_path
     return EvalPlan(
