@@ -215,6 +215,18 @@ def test_trainer_config_tokenizer_predict_and_push_to_hub(tiny_model, pairs_json
     assert trainer.config.max_steps == 1 and trainer.config.output_dir == str(tmp_path / "run")
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         trainer.config.beta = 2.0  # a view, not a way to change a run behind its record
+    # AlignTune 0.x's nested sections, answered from the same config (and the trainer's resolved arguments).
+    config = trainer.config
+    assert config.algo == "dpo" and config.algo.value == "dpo"
+    assert config.model.name_or_path == str(tiny_model) and config.model.use_peft is False
+    assert config.train.per_device_batch_size == 8 and config.train.beta == config.beta == 0.1
+    assert config.train.max_steps == 1 and config.train.learning_rate == TINY["learning_rate"]
+    assert config.train.lr_scheduler == trainer.args.lr_scheduler_type.value  # the trainer's default, as resolved
+    assert config.datasets[0].name == str(pairs_jsonl) and config.logging.output_dir == str(tmp_path / "run")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        config.train.beta = 2.0
+    with pytest.raises(AttributeError, match="trainer.config.train has no 'betta'.*beta"):
+        config.train.betta
     assert trainer.tokenizer is trainer.processing_class
     with pytest.raises(ConfigError, match="holds no trained model yet"):
         trainer.push_to_hub("someone/tiny-dpo")

@@ -12,8 +12,11 @@ from aligntune.errors import AlignTuneError, ConfigError
 class TrainerConveniences:
     @property
     def config(self):
-        """The resolved `TrainConfig` of this run (frozen: read-only)."""
-        return self.aligntune_config
+        """The resolved `TrainConfig` of this run, read-only, with AlignTune 0.x's nested sections beside its fields
+        (`trainer.config.train.beta`, `trainer.config.model.name_or_path`: `aligntune.core.config_view`)."""
+        from aligntune.core.config_view import ConfigView
+
+        return ConfigView(self.aligntune_config, self.args)
 
     @property
     def tokenizer(self):
