@@ -5,7 +5,8 @@ A result file is one JSON object:
     {"benchmark": "dpo_speed", "command": "python benchmarks/dpo_speed.py ...", "argv": [...],
      "git": {"commit": ..., "dirty": bool, "modified": [...]}, "started": ISO-8601 UTC, "finished": ...,
      "wall_seconds": ..., "machine": {"cpu": ..., "cpu_cores": ..., "memory_gib": ..., "gpu": ... or null, ...},
-     "load_average": {"start": [1, 5, 15 min], "end": [...]}, "versions": {"python": ..., "torch": ..., ...},
+     "load_average": {"start": [1, 5, 15 min], "end": [...]}, "contention": {CPU other processes took meanwhile},
+     "versions": {"python": ..., "torch": ..., ...},
      "environment": {relevant variables that were set}, "settings": {...}, "runs": {...}, "headline": {...}}
 
 `runs` holds every run's figures and `headline` the ratios the docs quote. The stored results live in
@@ -150,6 +151,7 @@ class Recorder:
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.clock = time.perf_counter()
         self.load_start = list(os.getloadavg())
+        self.contention = Contention()
 
     def write(self, path: str | os.PathLike, *, settings: dict, runs: dict, headline: dict) -> None:
         record = {
@@ -162,6 +164,7 @@ class Recorder:
             "wall_seconds": round(time.perf_counter() - self.clock, 1),
             "machine": machine(),
             "load_average": {"start": self.load_start, "end": list(os.getloadavg())},
+            "contention": self.contention.stop(),
             "versions": versions(),
             "environment": {name: os.environ[name] for name in ENVIRONMENT if name in os.environ},
             "settings": settings,

@@ -63,7 +63,9 @@ def main() -> None:
     def ours_prepare():
         trainer = create_rl_trainer(model_name=str(model), dataset_name="Anthropic/hh-rlhf", data_files=args.data,
                                     split="test", output_dir=str(work / "ours"), max_seq_length=1024,
-                                    precision="fp32", prefix_sharing=False)
+                                    precision="fp32", prefix_sharing=False,
+                                    # data preparation only: no reference pass before training (TRL's default too)
+                                    precompute_ref_log_probs=False)
         return len(trainer.train_dataset)
 
     def timed(fn):

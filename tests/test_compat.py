@@ -199,11 +199,13 @@ def test_the_migration_page_names_every_mapped_and_refused_name():
     from pathlib import Path
 
     from aligntune.core import compat
+    from aligntune.core.config import TrainConfig
+    from aligntune.core.options import alias_table
 
     docs = Path(__file__).resolve().parents[1] / "docs"
     # AlignTune 0.x's names on its migration page, TRL's on TRL's
     page = "".join((docs / name).read_text(encoding="utf-8") for name in ("migrating.md", "migrating-from-trl.md"))
-    names = [*compat.RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT, *compat.REFUSED, *compat.NOT_DPO]
+    names = [*alias_table(TrainConfig), *compat.TRAINING_ARGS, *compat.MODEL_INIT, *compat.REFUSED, *compat.NOT_DPO]
     assert [name for name in names if f"`{name}`" not in page] == []
 
 

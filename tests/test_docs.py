@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from aligntune.core import compat
+from aligntune.core import compat, options
 from aligntune.core.config import TrainConfig
 from aligntune.eval.config import EvalConfig
 
@@ -73,9 +73,15 @@ def test_evaluation_page_lists_every_eval_option():
     assert not missing, f"EvalConfig options missing from docs/evaluation.md: {sorted(missing)}"
 
 
+def test_evaluation_page_lists_every_eval_alias():
+    page = (DOCS / "evaluation.md").read_text(encoding="utf-8")
+    missing = sorted(name for name in options.alias_table(EvalConfig) if f"`{name}`" not in page)
+    assert not missing, f"EvalConfig aliases missing from docs/evaluation.md: {missing}"
+
+
 def test_trl_migration_page_lists_every_accepted_trl_name():
     page = (DOCS / "migrating-from-trl.md").read_text(encoding="utf-8")
-    names = {*compat.TRL_RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT}
+    names = {*options.names_from(TrainConfig, options.TRL), *compat.TRAINING_ARGS, *compat.MODEL_INIT}
     missing = sorted(name for name in names if f"`{name}`" not in page)
     assert not missing, f"accepted but not on docs/migrating-from-trl.md: {missing}"
 

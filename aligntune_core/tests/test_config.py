@@ -49,7 +49,8 @@ def test_unknown_option_is_a_type_error_naming_the_close_match():
         ("batch_size", 0, "option 'batch_size': must be an integer >= 1"),
         ("batch_size", 2.5, "option 'batch_size': must be an integer >= 1"),
         ("reference_free", "yes", "option 'reference_free': must be true or false"),
-        ("algorithm", "ppo", "option 'algorithm': 'ppo' is not supported; supported algorithms: dpo"),
+        # from_mapping reads the names and values create_rl_trainer does: its message (aligntune.core.compat)
+        ("algorithm", "ppo", "algorithm 'ppo': aligntune trains the DPO family only"),
         ("max_prompt_length", 600, "option 'max_prompt_length': must be smaller than max_seq_length"),
         ("precision", "int8", "option 'precision': must be one of"),
         ("beta", float("inf"), "option 'beta': must be a number > 0, got inf"),

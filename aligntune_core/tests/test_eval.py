@@ -66,7 +66,10 @@ def test_beta_is_read_from_the_run_record(tiny_model, tiny_policy, pairs_jsonl, 
     policy_dir = tmp_path / "policy"
     AutoModelForCausalLM.from_pretrained(tiny_policy).save_pretrained(policy_dir)
     AutoTokenizer.from_pretrained(tiny_policy).save_pretrained(policy_dir)
-    (policy_dir / "aligntune_run.json").write_text(json.dumps({"beta": 0.7, "model_name": str(tiny_model)}))
+    # A format-1 record (no format key) with only what evaluation reads; the rest it may lack.
+    (policy_dir / "aligntune_run.json").write_text(json.dumps({
+        "beta": 0.7, "model_name": str(tiny_model), "config": {},
+        "tokenization": {"max_seq_length": 512, "max_prompt_length": None}}))
     results = run_eval(EvalConfig(model_path=str(policy_dir), output_dir=str(tmp_path / "eval"),
                                   dataset_name=str(pairs_jsonl), split="train", max_samples=N, device="cpu"))
     margins = _independent_margins(tiny_policy, tiny_model, 0.7)  # reference: the run record's model_name

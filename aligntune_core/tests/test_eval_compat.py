@@ -220,7 +220,9 @@ def test_their_options_translate_and_harmless_ones_are_accepted(tmp_path):
     unset = EvalConfig(output_dir="o", dataset_name="d", metrics=None, data_task_type=None, max_length=None)
     assert (unset.metrics, unset.data_task_type, unset.max_seq_length) == (
         ["reward_margin", "preference_accuracy"], "dpo", None)  # 0.x's "not set": our defaults
-    with pytest.raises(ConfigError, match="option 'max_length': is AlignTune 0.x's name for max_seq_length"):
+    with pytest.raises(ConfigError, match="option 'max_length': options 'max_length' and 'max_seq_length' are the "
+                                          "same option; give one \\(max_length is AlignTune 0.x's name for "
+                                          "max_seq_length\\)"):
         EvalConfig(output_dir="o", dataset_name="d", max_length=8, max_seq_length=16)
     with pytest.raises(ConfigError, match="option 'precision': must be one of fp32"):
         EvalConfig(output_dir="o", dataset_name="d", precision="fp8")

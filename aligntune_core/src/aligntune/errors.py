@@ -22,6 +22,11 @@ class ConfigError(AlignTuneError, ValueError):
     """A configuration value is invalid."""
 
 
+class RunRecordError(ConfigError):
+    """A run record (`aligntune_run.json`) cannot be used: a newer format, a broken schema, or a key that the work
+    at hand needs is missing. The message names the file, the key and the backend (and version) that wrote it."""
+
+
 class UnknownOptionError(AlignTuneError, TypeError):
     """An option name is not known (a misspelt keyword argument or YAML key)."""
 

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import structlog
 
 from aligntune.errors import ConfigError
+from aligntune.runs.record import RunRecord, load_run_record
 
 log = structlog.get_logger("aligntune.export")
 
@@ -23,15 +25,23 @@ RECORD = "aligntune_run.json"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-def read_run_record(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RECORD
-    if not path.is_file():
+# What the model card shows; a record without one of these cannot describe the model (train_metrics may be absent
+# from a format-1 record: the card then leaves them out, with a warning).
+CARD_NEEDS = ("model_name", "use_lora", "loss_type", "reference_free", "beta", "label_smoothing", "dataset", "config",
+              "global_step")
+
+
+def read_run_record(run_dir: Path) -> RunRecord:
+    """The run record of `run_dir`, typed; an error when there is none or it cannot be used."""
+    if not (run_dir / RECORD).is_file():
         raise ConfigError(f"{run_dir}: no {RECORD} here, so this is not a finished aligntune run directory. Give the "
                           "output_dir of a run (it holds the model or adapter and aligntune_run.json).")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+        record = load_run_record(run_dir)
+    except OSError as exc:
+        raise ConfigError(f"{run_dir / RECORD}: cannot be read ({exc})") from None
+    assert record is not None
+    return record
 
 
 def find_eval_results(run_dir: Path, given: str | Path | None = None) -> dict[str, Any] | None:
@@ -56,8 +66,8 @@ def find_eval_results(run_dir: Path, given: str | Path | None = None) -> dict[st
     return None
 
 
-def _dataset_label(record: Mapping[str, Any]) -> str:
-    datasets = record.get("datasets") or [record.get("dataset") or {}]
+def _dataset_label(record: RunRecord) -> str:
+    datasets = record.datasets or [attrs.asdict(record.dataset)]
     labels = []
     for entry in datasets:
         label = str(entry.get("name"))
@@ -71,17 +81,25 @@ def _dataset_label(record: Mapping[str, Any]) -> str:
     return "; ".join(labels)
 
 
-def render_model_card(record: Mapping[str, Any], *, eval_results: Mapping[str, Any] | None = None,
+def render_model_card(record: RunRecord | Mapping[str, Any], *, eval_results: Mapping[str, Any] | None = None,
                       merged: bool = False, repo_id: str | None = None, location: str | None = None) -> str:
-    """A model card (README.md with YAML front matter) from the run record: the real base model, the data, the loss
-    and β, the training settings, and the evaluation results if there are any."""
-    config = record.get("config") or {}
-    base = record.get("base_model") or record.get("model_name") or config.get("model_name")
-    adapter = bool(record.get("use_lora")) and not merged
-    loss = record.get("loss_type")
+    """A model card (README.md with YAML front matter) from the run record (a `RunRecord`, or its JSON): the real
+    base model, the data, the loss and β, the training settings, and the evaluation results if there are any.
+
+    A record that lacks a part the card shows is a `RunRecordError` naming the key, the file and the backend."""
+    if not isinstance(record, RunRecord):
+        record = RunRecord.from_json(record)
+    record.require(*CARD_NEEDS, purpose="the model card",
+                   hint="Export a run recorded by this aligntune, or write the card by hand.")
+    config = record.config
+    # A LoRA record names its base model; the base is the model the run started from (so a format-1 record
+    # without the key still names it truly).
+    base = (None if record.lacks("base_model") else record.base_model) or record.model_name
+    adapter = record.use_lora and not merged
+    loss = record.loss_type
     loss_label = " + ".join(loss) if isinstance(loss, list) else str(loss)
-    hub_base = base if isinstance(base, str) and not base.startswith(("/", ".")) else None
-    tags = ["aligntune", "dpo", "trl"] + (["lora"] if record.get("use_lora") else [])
+    hub_base = base if not base.startswith(("/", ".")) else None
+    tags = ["aligntune", "dpo", "trl"] + (["lora"] if record.use_lora else [])
     front = ["---", f"library_name: {'peft' if adapter else 'transformers'}", "pipeline_tag: text-generation"]
     if hub_base:
         front.append(f"base_model: {hub_base}")
@@ -98,20 +116,27 @@ def render_model_card(record: Mapping[str, Any], *, eval_results: Mapping[str, A
         "| setting | value |", "|---|---|",
         f"| base model | `{base}` |",
         f"| data | {_dataset_label(record)} |",
-        f"| loss | `{loss_label}`" + (f" (weights {record.get('loss_weights')})" if record.get("loss_weights") else "")
-        + (" , reference-free" if record.get("reference_free") else "") + " |",
-        f"| β | {record.get('beta')} |",
-        f"| label smoothing | {record.get('label_smoothing')} |",
+        # loss_weights may be absent from a format-1 record: it predates weighted losses (none, then)
+        f"| loss | `{loss_label}`" + (f" (weights {record.loss_weights})"
+                                      if not record.lacks("loss_weights") and record.loss_weights else "")
+        + (" , reference-free" if record.reference_free else "") + " |",
+        f"| β | {record.beta} |",
+        f"| label smoothing | {record.label_smoothing} |",
         f"| learning rate | {config.get('learning_rate')} |",
         f"| batch size per process | {config.get('batch_size')} |",
-        f"| steps | {record.get('global_step')} |",
+        f"| steps | {record.global_step} |",
         f"| max sequence length | {config.get('max_seq_length')} |",
         f"| precision | {config.get('precision')} |",
         "| LoRA | " + (f"r={config.get('lora_r')}, alpha={config.get('lora_alpha')}, "
                        f"dropout={config.get('lora_dropout')}"
-                       if record.get("use_lora") else "no (full fine-tuning)") + " |",
+                       if record.use_lora else "no (full fine-tuning)") + " |",
     ]
-    metrics = ((record.get("train_metrics") or {}).get("whole_run") or {})
+    if record.lacks("train_metrics.whole_run"):
+        log.warning("the model card leaves out the training metrics: the run record has no train_metrics.whole_run",
+                    record=record.source, written_by=record.writer_label)
+        metrics: Mapping[str, Any] = {}
+    else:
+        metrics = record.train_metrics.whole_run
     shown = {key: metrics[key] for key in ("loss", "rewards/accuracies", "rewards/margins") if key in metrics}
     if shown:
         lines += ["", "Training metrics, averaged over the run: "
@@ -174,19 +199,25 @@ def export_model(run_dir: str | Path, output_dir: str | Path | None = None, *, m
     return output
 
 
-def _merge_adapter(run_dir: Path, record: Mapping[str, Any], output: Path) -> None:
+def _merge_adapter(run_dir: Path, record: RunRecord, output: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter_config = json.loads((run_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base_name = record.get("base_model") or adapter_config.get("base_model_name_or_path")
+    record.require("config", purpose="merging the adapter (it is loaded in the run's precision)",
+                   hint="Export with --no-merge to copy the adapter as it is.")
+    base_name = None if record.lacks("base_model") else record.base_model
+    if not base_name:
+        base_name = adapter_config.get("base_model_name_or_path")
+        log.warning(f"the run record names no base_model: merging into the base named in {ADAPTER_CONFIG}",
+                    record=record.source, written_by=record.writer_label, base_model=base_name)
     if not base_name:
         raise ConfigError(f"{run_dir}: neither {RECORD} nor {ADAPTER_CONFIG} names the base model to merge into")
-    if (record.get("config") or {}).get("load_in_4bit"):
+    if record.config.get("load_in_4bit"):
         log.warning("the adapter was trained on a 4-bit base; it is merged into the base in bf16, so the merged "
                     "weights differ slightly from what the adapter saw in training")
-    precision = (record.get("config") or {}).get("precision")
+    precision = record.config.get("precision")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(precision, "auto")
     try:
         base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype)

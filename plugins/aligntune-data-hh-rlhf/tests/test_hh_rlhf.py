@@ -156,3 +156,21 @@ def test_listed_by_aligntune_plugins_list():
     listed = {p.name: p for p in plugins.list_plugins()}
     assert listed["aligntune-data-hh-rlhf"].provides["dataset_adapters"] == ["hh-rlhf"]
     assert listed["aligntune-data-hh-rlhf"].status == "ok"
+
+
+def test_shared_data_files_rules_with_the_hub_layout(hh_dir):
+    """The core's resolver (aligntune.data.files) with this adapter's directory layout: a glob over the subset
+    folders, a sliced split, and a subset with named files (an error: the subset picks folders, not files)."""
+    from aligntune_data_hh_rlhf.convert import convert_pair
+
+    raw = _raw(hh_dir, "helpful-base")
+    globbed = load_preference_data("Anthropic/hh-rlhf", data_files=str(hh_dir / "helpful-*" / "test.jsonl.gz"),
+                                   split="test")
+    assert globbed.report["read"] == sum(len(_raw(hh_dir, s)) for s in SUBSETS if s.startswith("helpful-"))
+    sliced = load_preference_data("Anthropic/hh-rlhf", data_files=str(hh_dir), split="test[:10]",
+                                  dataset_config="helpful-base")
+    expected = [row for pair in raw[:10] if (row := convert_pair(pair["chosen"], pair["rejected"])[0]) is not None]
+    assert sliced.report["read"] == 10 and sliced.dataset.to_list() == expected
+    with pytest.raises(DataError, match=r"a subset \(helpful-base\) was chosen but data_files names the file"):
+        load_preference_data("Anthropic/hh-rlhf", data_files=str(hh_dir / "*" / "test.jsonl.gz"), split="test",
+                             dataset_config="helpful-base")

@@ -1,16 +1,13 @@
-"""AlignTune 0.x and TRL names and shapes, mapped onto ours in this one module.
+"""AlignTune 0.x and TRL shapes, values and names that are not simply another name for one of our options.
 
-TRL scripts' YAML (`trl dpo --config`, `DPOConfig`/`ModelConfig`/`ScriptArguments` fields such as
-`model_name_or_path`, `per_device_train_batch_size`, `num_train_epochs`, `max_length`, `dataset_train_split`)
-is accepted with the same meaning (`TRL_RENAMED`, and trainer fields in `TRAINING_ARGS`); docs/migrating-from-trl.md
-lists them.
-
-Scripts, YAML files and command lines written for AlignTune 0.x (the library our DPO guide comes from) use other
-names for some options (`use_peft`, `num_train_epochs`, `config_name`, ...), a nested YAML layout (`algo`, `model`,
-`datasets`, `train`, `logging`) and a few special values (`backend="auto"`, `max_steps=-1`, `algorithm="DPO"`).
-`translate_options` turns them into `TrainConfig` options: a name with the same meaning is renamed, a trainer
-setting goes to `training_args`, and a name that means nothing for DPO here is refused with what to write instead.
-The rest of aligntune never sees the old names.
+A name with the same meaning (TRL's `model_name_or_path`, `num_train_epochs`, AlignTune 0.x's `use_peft`, ...) is
+declared as an alias on its `TrainConfig` field (`aligntune.core.options`). What is left here: TRL's trainer
+settings routed into `training_args` (`TRAINING_ARGS`) and model loading settings into its `model_init_kwargs`
+(`MODEL_INIT`), names refused with what to write instead (`REFUSED`) or ignored as in AlignTune 0.x (`NOT_DPO`),
+AlignTune 0.x's nested YAML layout (`algo`, `model`, `datasets`, `train`, `logging`), its `lora_config` and
+`quantization` mappings, and special values (`backend="auto"`, `max_steps=-1`, `algorithm="DPO"`, TRL's
+`rpo_alpha`). `translate_options` turns all of it into `TrainConfig` options; docs/migrating.md and
+docs/migrating-from-trl.md list every name. The rest of aligntune never sees the old names.
 """
 
 from __future__ import annotations
@@ -21,36 +18,13 @@ from typing import Any
 import attrs
 import structlog
 
+from aligntune.core.options import InvalidValueError, rename_aliases
 from aligntune.errors import ConfigError
 
 log = structlog.get_logger("aligntune.compat")
 
-# Same meaning, another name.
-RENAMED = {
-    "use_peft": "use_lora",
-    "num_train_epochs": "num_epochs",
-    "epochs": "num_epochs",
-    "config_name": "dataset_config",
-    "per_device_batch_size": "batch_size",
-    "per_device_train_batch_size": "batch_size",
-    "max_length": "max_seq_length",
-    "save_interval": "save_steps",
-    "log_interval": "logging_steps",
-    "use_gradient_checkpointing": "gradient_checkpointing",
-    "name_or_path": "model_name",
-    "algo": "algorithm",
-    "max_target_length": "max_completion_length",
-}
-# TRL's own names (DPOConfig, ModelConfig, ScriptArguments) for an aligntune option with the same meaning.
-TRL_RENAMED = {
-    "model_name_or_path": "model_name",
-    "dataset_train_split": "split",
-    "dataset_test_split": "eval_split",
-    "dataset_streaming": "streaming",
-    "lora_target_modules": "lora_target_modules",
-    "padding_free": "packing",  # TRL 1.16 turns padding_free off with a warning; aligntune's packing is the same idea
-}
-RENAMED.update({key: value for key, value in TRL_RENAMED.items() if key != value})
+# Names with the same meaning as one of our options are not here: they are declared on the TrainConfig field
+# (`metadata=aliases(...)`, aligntune.core.options).
 # Trainer settings: TRL DPOConfig / transformers TrainingArguments fields (their name -> the field).
 TRAINING_ARGS = {
     "warmup_steps": "warmup_steps",
@@ -266,7 +240,13 @@ def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Tr
         values = {**base, **values}  # keywords override the file, as in AlignTune 0.x
     if is_nested_config(values):
         values = _nested_to_flat(values)
-    lines = dict(lines or {})
+    from aligntune.core.config import TrainConfig
+
+    try:  # the fields' declared aliases first: what follows sees our names only
+        renamed = rename_aliases(TrainConfig, values, lines)
+    except InvalidValueError as exc:
+        raise _KeyError(exc.key, exc.detail) from None
+    values, lines = renamed.values, renamed.lines
     out: dict[str, Any] = {}
     given_training_args = values.pop("training_args", None)
     if given_training_args is not None and not isinstance(given_training_args, Mapping):
@@ -275,7 +255,7 @@ def _translate(values: Mapping[str, Any], lines: Mapping[str, int] | None) -> Tr
     training_args = dict(given_training_args or {})
     given_model_init = training_args.get("model_init_kwargs")
     model_init = dict(given_model_init) if isinstance(given_model_init, Mapping) else {}
-    old: list[str] = []
+    old: list[str] = list(renamed.aliases_used)
     for key, name in LOSS_PARAMS.items():  # into a copy of loss_params: the caller's mapping is never changed
         if key in values:
             value = values.pop(key)
@@ -349,11 +329,6 @@ def _translate_one(key: str, value: Any, values: Mapping[str, Any], out: dict[st
     if key in REFUSED:
         raise ConfigError(f"option {key!r} ({REFUSED_ORIGIN.get(key, 'AlignTune 0.x')}) is not supported: "
                           f"{REFUSED[key]}")
-    if key in RENAMED:
-        target = RENAMED[key]
-        if target in values:
-            raise ConfigError(f"options {key!r} and {target!r} are the same option; give one")
-        return target
     if key == "model_init_kwargs":
         if not isinstance(value, Mapping):
             raise ConfigError(f"model_init_kwargs: expected a mapping of from_pretrained arguments, got {value!r}")
@@ -391,8 +366,8 @@ def _value(key: str, value: Any) -> Any:
                      "for Unsloth)")
             return "trl"
         return backend
-    if key == "max_steps" and value in (-1, 0):
-        return None  # AlignTune 0.x / TRL: -1 means "no cap"
+    if key == "max_steps" and isinstance(value, int) and not isinstance(value, bool) and value in (-1, 0):
+        return None  # AlignTune 0.x / TRL: -1 means "no cap" (but `false` is no number of steps: refused)
     if key == "chat_template" and value == "auto":
         return None  # AlignTune 0.x's default: the tokenizer's own template
     return value
@@ -422,7 +397,7 @@ def _lora_config(value: Any, values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"lora_config.{key}={item!r} is not supported: aligntune sets r, lora_alpha, "
                               "lora_dropout and target_modules (bias 'none', task_type 'CAUSAL_LM')")
     if out:
-        out.setdefault("use_lora", values.get("use_lora", values.get("use_peft", True)))
+        out.setdefault("use_lora", values.get("use_lora", True))  # `use_peft` is renamed to use_lora by now
     return out
 
 

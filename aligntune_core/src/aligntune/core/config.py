@@ -1,12 +1,14 @@
 """The training configuration: one validated, typed record built from keyword arguments or YAML.
 
-Every key of `create_rl_trainer`, the YAML file and `--set` is a field here. Errors name the key and, for YAML,
-the file and line.
+Every key of `create_rl_trainer`, the YAML file and `--set` is a field here, or another project's name for one,
+declared on the field (`aligntune.core.options`). Every value is checked by type and range when the config is built;
+errors name the key and, for YAML, the file and line.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,37 +23,34 @@ from aligntune.data.transforms import (
 from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
 from aligntune.data.mixture import mixture_problem
 from aligntune.launch import LAUNCHERS, distributed_problem
+from aligntune.core.options import ALIGNTUNE_0X, TRL, InvalidValueError, alias_table, aliases, rename_aliases
 
 SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
-class InvalidValueError(ConfigError):
-    """A bad value for `key`; `detail` says what was expected. Re-raised with the file and line by
-    `config_from_mapping`."""
-
-    def __init__(self, key: str, detail: str):
-        super().__init__(f"option {key!r}: {detail}")
-        self.key = key
-        self.detail = detail
-
-
 def keyword_checked(cls: type) -> type:
-    """Give an attrs class (declared with `init=False`) an `__init__` whose unknown keywords are
-    `UnknownOptionError`s naming the closest valid one, instead of Python's bare TypeError."""
+    """Give an attrs class (declared with `init=False`) an `__init__` that accepts the fields' declared aliases and
+    whose unknown keywords are `UnknownOptionError`s naming the closest valid one, instead of Python's bare
+    TypeError."""
     attrs_init = cls.__attrs_init__
     known = [a.name for a in attrs.fields(cls)]
 
     def __init__(self, **kwargs: Any) -> None:
         for key in kwargs:
-            if key not in known:
-                raise UnknownOptionError(f"option {key!r}: unknown option.{did_you_mean(key, known)}")
-        attrs_init(self, **kwargs)
+            if key not in known and key not in alias_table(cls):
+                raise UnknownOptionError(f"option {key!r}: unknown option.{_suggest(key, [*known, *alias_table(cls)])}")
+        attrs_init(self, **rename_aliases(cls, kwargs).values)
 
     __init__.__doc__ = cls.__doc__
     cls.__init__ = __init__
     return cls
+
+
+def _suggest(key: str, names: list[str]) -> str:
+    """A did-you-mean that never offers the name that was just refused."""
+    return did_you_mean(key, [name for name in names if name != key])
 
 
 def _check(predicate: Callable[[Any], bool], expected: str) -> Callable[[Any, attrs.Attribute, Any], None]:
@@ -141,12 +140,35 @@ def _loss_names(loss_type: Any) -> list[str]:
     return [loss_type] if isinstance(loss_type, str) else list(loss_type)
 
 
-def _report_to(v: Any) -> Any:
+# Converters accept a few shapes besides the field's own type; each says which in its signature (the bad-type
+# test reads it). Anything else is passed through for the validator to name.
+
+def _report_to(v: str | list[str] | None) -> list[str]:
     if v is None or v == "none":
         return []
     if isinstance(v, str):
         return [v]
-    return list(v) if isinstance(v, (list, tuple)) else v  # anything else is left for the validator to name
+    return list(v) if isinstance(v, (list, tuple)) else v
+
+
+def _path(v: str | os.PathLike[str] | None) -> str | None:
+    """A `pathlib.Path` is a directory name too; a number or a list is not (never `str()`-ed into one)."""
+    return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+
+def _loss_type(v: str | list[str]) -> str | list[str]:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _none_as_empty(v: dict[str, Any] | None) -> dict[str, Any]:
+    """`training_args: null` is no extra arguments, as the YAML path has always read it (aligntune.core.compat)."""
+    return {} if v is None else v
+
+
+def _mixture(v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if isinstance(v, (list, tuple)) and all(isinstance(entry, Mapping) for entry in v):
+        return [dict(entry) for entry in v]
+    return v
 
 
 def config_from_mapping(
@@ -160,7 +182,8 @@ def config_from_mapping(
     also_accepted: tuple[str, ...] = (),
 ):
     """Build the attrs config `cls` from a mapping, with errors that name the key (and file and line).
-    `also_accepted`: other names that are accepted (translated before this point), offered as suggestions too."""
+    `values` hold field names (aliases and compat names are translated before this point); `also_accepted`: other
+    names that are accepted there, offered as suggestions too, with the fields' aliases."""
     lines = lines or {}
     known = [a.name for a in attrs.fields(cls)]
 
@@ -171,10 +194,11 @@ def config_from_mapping(
             return f"{source}, key {key!r}"
         return f"option {key!r}"
 
+    accepted = [*known, *alias_table(cls), *also_accepted]
     for key in values:
         if key not in known:
-            raise UnknownOptionError(f"{where(key)}: unknown option.{did_you_mean(key, [*known, *also_accepted])} See "
-                                     f"{docs} for every option.")
+            raise UnknownOptionError(f"{where(key)}: unknown option.{_suggest(key, accepted)} See {docs} for every "
+                                     "option.")
     missing = [k for k in required if k not in values]
     if missing:
         place = f"{source}: " if source else ""
@@ -190,24 +214,30 @@ def config_from_mapping(
 class TrainConfig:
     """Everything a training run needs. Defaults follow the DPO guide and, where it is silent, TRL's DPOConfig."""
 
-    model_name: str = attrs.field(validator=_check(_non_empty_str, "a model id or a local model directory"))
+    model_name: str = attrs.field(validator=_check(_non_empty_str, "a model id or a local model directory"),
+                                  metadata=aliases(model_name_or_path=TRL, name_or_path=ALIGNTUNE_0X))
     # Required, unless `datasets` gives a mixture.
     dataset_name: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a dataset id or a local file/directory"))
-    algorithm: str = attrs.field(default="dpo")
+    algorithm: str = attrs.field(default="dpo", validator=_check(lambda v: isinstance(v, str), "a string ('dpo')"),
+                                 metadata=aliases(algo=ALIGNTUNE_0X))
     backend: str = attrs.field(default="trl", validator=_check(_non_empty_str, "a backend name"))
-    num_epochs: float = attrs.field(default=1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
-    batch_size: int = attrs.field(default=4, validator=_check(_positive_int, "an integer >= 1"))
+    num_epochs: float = attrs.field(default=1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"),
+                                    metadata=aliases(num_train_epochs=(TRL, ALIGNTUNE_0X), epochs=ALIGNTUNE_0X))
+    batch_size: int = attrs.field(default=4, validator=_check(_positive_int, "an integer >= 1"),
+                                  metadata=aliases(per_device_train_batch_size=(TRL, ALIGNTUNE_0X),
+                                                   per_device_batch_size=ALIGNTUNE_0X))
     learning_rate: float = attrs.field(default=1e-6, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
     beta: float = attrs.field(default=0.1, validator=_check(lambda v: _is_number(v) and v > 0, "a number > 0"))
-    max_seq_length: int = attrs.field(default=512, validator=_check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"))
+    max_seq_length: int = attrs.field(default=512, validator=_check(lambda v: _is_int(v) and v >= 2, "an integer >= 2"),
+                                      metadata=aliases(max_length=(TRL, ALIGNTUNE_0X)))
     reference_free: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     label_smoothing: float = attrs.field(
         default=0.0, validator=_check(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)")
     )
     loss_type: str | list[str] = attrs.field(
         default="sigmoid",
-        converter=lambda v: list(v) if isinstance(v, tuple) else v,
+        converter=_loss_type,
         validator=_check(lambda v: _non_empty_str(v) or (_str_list(v) and len(v) > 0), "a loss name or a list of names"),
     )
     loss_weights: list[float] | None = attrs.field(
@@ -224,7 +254,7 @@ class TrainConfig:
     use_weighting: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     # None: a new directory per run, output/<model>-<algorithm>/<timestamp> (see aligntune.runs.output_dir).
     output_dir: str | None = attrs.field(
-        default=None, converter=attrs.converters.optional(str),
+        default=None, converter=_path,
         validator=_check(_optional(_non_empty_str), "a directory, or null for a new one per run"),
     )
     resume_from_checkpoint: bool | str | None = attrs.field(
@@ -251,20 +281,25 @@ class TrainConfig:
         default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
     )
     max_completion_length: int | None = attrs.field(
-        default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null")
+        default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"),
+        metadata=aliases(max_target_length=ALIGNTUNE_0X),
     )
     seed: int = attrs.field(default=42, validator=_check(lambda v: _is_int(v) and 0 <= v < 2**32,
                                                          "an integer in [0, 2**32)"))
-    logging_steps: int = attrs.field(default=10, validator=_check(_positive_int, "an integer >= 1"))
+    logging_steps: int = attrs.field(default=10, validator=_check(_positive_int, "an integer >= 1"),
+                                     metadata=aliases(log_interval=ALIGNTUNE_0X))
     save_steps: int | None = attrs.field(
-        default=500, validator=_check(_optional(_positive_int), "an integer >= 1, or null for no intermediate checkpoints")
+        default=500, validator=_check(_optional(_positive_int), "an integer >= 1, or null for no intermediate checkpoints"),
+        metadata=aliases(save_interval=ALIGNTUNE_0X),
     )
-    eval_split: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a split name"))
+    eval_split: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a split name"),
+                                         metadata=aliases(dataset_test_split=TRL))
     eval_dataset_name: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a dataset id or path")
     )
     use_lora: bool | None = attrs.field(
-        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)"),
+        metadata=aliases(use_peft=(TRL, ALIGNTUNE_0X)),
     )
     load_in_4bit: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
@@ -281,11 +316,13 @@ class TrainConfig:
     precompute_ref_log_probs: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
-    data_files: str | list[str] | dict[str, Any] | None = attrs.field(
+    data_files: str | list[str] | dict[str, str | list[str]] | None = attrs.field(
         default=None, validator=_check(_data_files, "a path, a list of paths, or a mapping split -> paths")
     )
-    dataset_config: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a config name"))
-    split: str = attrs.field(default="train", validator=_check(_non_empty_str, "a split name"))
+    dataset_config: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a config name"),
+                                             metadata=aliases(config_name=ALIGNTUNE_0X))
+    split: str = attrs.field(default="train", validator=_check(_non_empty_str, "a split name"),
+                             metadata=aliases(dataset_train_split=TRL))
     max_samples: int | None = attrs.field(default=None, validator=_check(_optional(_positive_int), "an integer >= 1 or null"))
     report_to: list[str] = attrs.field(
         factory=list, converter=_report_to,
@@ -294,7 +331,8 @@ class TrainConfig:
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "an adapter name"))
     dataset_options: dict[str, Any] = attrs.field(factory=dict, validator=_finite_mapping("a mapping of adapter options"))
     column_mapping: dict[str, str] | None = attrs.field(default=None, validator=_problem(column_mapping_problem))
-    processing_fn: Any = attrs.field(default=None, validator=_problem(processing_fn_problem))
+    processing_fn: Callable[..., Any] | str | None = attrs.field(default=None,
+                                                                 validator=_problem(processing_fn_problem))
     processing_batched: bool = attrs.field(
         default=False, validator=_check(lambda v: isinstance(v, bool), "true or false")
     )
@@ -306,12 +344,15 @@ class TrainConfig:
         default=None, validator=_check(_optional(_non_empty_str), "a Jinja chat template (the text itself)")
     )
     strict_data: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
-    streaming: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
+    streaming: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"),
+                                  metadata=aliases(dataset_streaming=TRL))
     prefix_sharing: bool | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
     )
+    # TRL's padding_free is the same idea (TRL 1.16 turns it off with a warning; here it packs).
     packing: bool | None = attrs.field(
-        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)")
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (auto)"),
+        metadata=aliases(padding_free=TRL),
     )
     logps_chunk_size: int | str | None = attrs.field(
         default="auto", validator=_check(lambda v: v is None or v == "auto" or _positive_int(v),
@@ -322,16 +363,15 @@ class TrainConfig:
     )
     precision: str = attrs.field(default="auto", validator=_check(lambda v: v in PRECISIONS, f"one of {PRECISIONS}"))
     gradient_checkpointing: bool | None = attrs.field(
-        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)")
+        default=None, validator=_check(lambda v: v is None or isinstance(v, bool), "true, false or null (backend default)"),
+        metadata=aliases(use_gradient_checkpointing=ALIGNTUNE_0X),
     )
     training_args: dict[str, Any] = attrs.field(
-        factory=dict, validator=_finite_mapping("a mapping of extra trainer arguments")
+        factory=dict, converter=_none_as_empty, validator=_finite_mapping("a mapping of extra trainer arguments")
     )
     # A mixture of datasets instead of dataset_name (aligntune.data.mixture): [{name, split, weight | max_samples}, ...]
     datasets: list[dict[str, Any]] | None = attrs.field(
-        default=None, converter=lambda v: [dict(entry) for entry in v] if isinstance(v, (list, tuple)) and
-        all(isinstance(entry, Mapping) for entry in v) else v,
-        validator=_problem(mixture_problem),
+        default=None, converter=_mixture, validator=_problem(mixture_problem),
     )
     # Several processes (docs/distributed.md): a shipped accelerate config by name, or an accelerate config file.
     distributed: str | None = attrs.field(default=None, validator=_problem(distributed_problem))
@@ -411,12 +451,18 @@ class TrainConfig:
     def from_mapping(
         cls, values: Mapping[str, Any], *, source: str | None = None, lines: Mapping[str, int] | None = None
     ) -> TrainConfig:
-        """Build a config; unknown keys raise `UnknownOptionError`, bad values `ConfigError` naming key and place."""
-        required = ("model_name",) if "datasets" in values else ("model_name", "dataset_name")
+        """Build a config from every name `create_rl_trainer` and `aligntune train` accept (ours, the fields'
+        declared aliases, TRL's trainer settings, AlignTune 0.x's layout); unknown keys raise `UnknownOptionError`,
+        bad values `ConfigError` naming key and place."""
         from aligntune.core import compat
 
-        accepted = (*compat.RENAMED, *compat.TRAINING_ARGS, *compat.MODEL_INIT)
-        return config_from_mapping(cls, values, source=source, lines=lines, required=required, also_accepted=accepted,
+        # The same names and values as create_rl_trainer and the CLI: translated here too (a no-op on options that
+        # are translated already), so this documented entry point never refuses what they accept.
+        translation = compat.translate_options(values, lines, source=source)
+        values = translation.options
+        required = ("model_name",) if "datasets" in values else ("model_name", "dataset_name")
+        return config_from_mapping(cls, values, source=source, lines=translation.lines, required=required,
+                                   also_accepted=(*compat.TRAINING_ARGS, *compat.MODEL_INIT),
                                    docs="docs/configuration.md")
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,31 +1,22 @@
 """The generic `preference` dataset adapter: local files, or hub datasets that already have prompt/chosen/rejected.
 
-Local sources: a `.json`, `.jsonl`, `.csv` or `.parquet` file (optionally `.gz`), a directory of them, or
-`data_files=`. Anything else is treated as a Hugging Face Hub id and loaded with `datasets.load_dataset`.
+Local sources: a `.json`, `.jsonl`, `.csv` or `.parquet` file (optionally `.gz`), a directory of them, a glob, or
+`data_files=` (resolved by `aligntune.data.files`, the rules every adapter shares). Anything else is treated as a
+Hugging Face Hub id and loaded with `datasets.load_dataset`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from aligntune.data.readers import file_format, files_in_directory, iter_file_rows
+from aligntune.data.files import DataFiles, resolve_data_files
 from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
 from aligntune.data.rows import log_report, rows_to_dataset, validate_rows
-from aligntune.data.transforms import (
-    has_slice,
-    infer_prompt_column,
-    needs_row_count,
-    process_rows,
-    rename_columns,
-    resolve_processing_fn,
-    slice_bounds,
-    slice_rows,
-    split_name,
-)
+from aligntune.data.transforms import infer_prompt_column, process_rows, rename_columns, resolve_processing_fn
 from aligntune.errors import DataError
 from aligntune.plugins.hookspecs import hookimpl
 from aligntune.plugins.records import DatasetAdapterSpec
@@ -34,47 +25,15 @@ log = structlog.get_logger("aligntune.data")
 
 
 def local_files(request: DatasetRequest) -> list[Path] | None:
-    """The local files a request names, or None when it names a hub dataset."""
-    data_files = request.data_files
-    split = split_name(request.split)  # `train[:50%]` reads the train files, then slices their rows
-    if data_files is not None:
-        if isinstance(data_files, Mapping):
-            if split not in data_files:
-                raise DataError(
-                    f"data_files has no entry for split {split!r}; it has: {', '.join(map(str, data_files))}"
-                )
-            data_files = data_files[split]
-        names = [data_files] if isinstance(data_files, str) else list(data_files)
-        paths = []
-        for name in names:
-            path = Path(name).expanduser()
-            if path.is_dir():
-                paths.extend(files_in_directory(path, split))
-            elif not path.exists():
-                raise DataError(f"data file not found: {path}")
-            else:
-                paths.append(path)
-        return paths
-    path = Path(request.dataset_name).expanduser()
-    if path.is_dir():
-        return files_in_directory(path, split)
-    if path.is_file():
-        return [path]
-    if file_format(path) is not None or request.dataset_name.startswith((".", "/", "~")):
-        raise DataError(f"dataset file not found: {path}")
-    return None
+    """The local files a request names, or None when it names a hub dataset (the rules: aligntune.data.files)."""
+    files = resolve_data_files(request.data_files, request.split, dataset_name=request.dataset_name)
+    return None if files is None else list(files.paths)
 
 
 def iter_local_rows(paths: list[Path], split: str | None = None) -> Iterator[tuple[str, Any]]:
     """The files' rows in order; a sliced `split` (`train[:50%]`, `train[100:]`) picks rows as `datasets` would
     (a percentage counts the rows first)."""
-    if split is None or not has_slice(split):
-        for path in paths:
-            yield from iter_file_rows(path)
-        return
-    total = sum(1 for path in paths for _ in iter_file_rows(path)) if needs_row_count(split) else None
-    start, stop = slice_bounds(split, total)
-    yield from slice_rows((row for path in paths for row in iter_file_rows(path)), start, stop)
+    return DataFiles(paths=tuple(paths), split=split or "train").rows()
 
 
 def prepared_rows(rows: Iterator[tuple[str, Any]], request: DatasetRequest
@@ -122,9 +81,7 @@ def load(request: DatasetRequest) -> PreferenceData:
         raise DataError(
             f"the generic preference adapter takes no options, got: {', '.join(sorted(request.options))}"
         )
-    paths = local_files(request)
-    if paths is not None and has_slice(request.split):
-        needs_row_count(request.split)  # checks the slice's form: a malformed one fails before any file is read
+    paths = local_files(request)  # a malformed slice fails here, before any file is read
     if request.streaming:
         return _stream(request, paths)
     if paths is not None:

@@ -1,9 +1,11 @@
-"""AlignTune 0.x `EvalConfig` options: renamed ones are translated, the ones with no meaning here are refused.
+"""AlignTune 0.x `EvalConfig` options: retired ones refused, and the values its aliases take translated.
 
 Users coming from AlignTune 0.x paste their `EvalConfig(...)` calls and YAML files. Options that mean the same thing
-under another name (`max_length`, `dpo_beta`, `precision`) are translated; options that have no meaning for DPO
-evaluation are refused with what to write instead — unless their value asks for nothing (`use_vllm=False`,
-`reward_model=None`, ...), which is accepted and has no effect. See docs/evaluation.md, "Coming from AlignTune 0.x".
+under another name (`max_length`, `dpo_beta`, `precision`) are declared as aliases on the `EvalConfig` field
+(`aligntune.core.options`); here their values are translated (`precision: bf16` is `dtype: bfloat16`, and `None`,
+0.x's "not set", leaves our default). Options that have no meaning for DPO evaluation are refused with what to write
+instead — unless their value asks for nothing (`use_vllm=False`, `reward_model=None`, ...), which is accepted and has
+no effect. See docs/evaluation.md, "Coming from AlignTune 0.x".
 """
 
 from __future__ import annotations
@@ -14,13 +16,10 @@ from typing import Any
 import attrs
 import structlog
 
-from aligntune.core.config import InvalidValueError
+from aligntune.core.options import InvalidValueError, Renamed, alias_table, rename_aliases
 from aligntune.errors import UnknownOptionError
 
 log = structlog.get_logger("aligntune.eval")
-
-# 0.x name -> our name.
-ALIASES: dict[str, str] = {"max_length": "max_seq_length", "dpo_beta": "beta", "precision": "dtype"}
 
 PRECISIONS: dict[str, str] = {
     "fp32": "float32", "float32": "float32",
@@ -118,30 +117,31 @@ def _translate_value(alias: str, value: Any) -> Any:
     return value
 
 
-def translate_options(values: Mapping[str, Any], *, where: Callable[[str], str] = _option) -> dict[str, Any]:
-    """`values` with AlignTune 0.x names translated and harmless retired options dropped.
+def translate_options(cls: type, values: Mapping[str, Any], lines: Mapping[str, int] | None = None, *,
+                      where: Callable[[str], str] = _option) -> Renamed:
+    """`values` (for the config class `cls`) with aliases renamed, their values translated, and harmless retired
+    options dropped.
 
     Raises `UnknownOptionError` for a retired option whose value asks for something this evaluation does not do,
-    and `InvalidValueError` for an alias given together with the option it stands for."""
-    out: dict[str, Any] = {}
+    and `InvalidValueError` for an alias given together with the option it stands for, or a value it cannot take."""
+    kept: dict[str, Any] = {}
     for key, value in values.items():
         retired = RETIRED.get(key)
-        if retired is not None:
-            if retired.harmless(value):
-                log.debug("AlignTune 0.x option accepted with no effect", option=key, value=value)
-                continue
+        if retired is None:
+            kept[key] = value
+        elif retired.harmless(value):
+            log.debug("AlignTune 0.x option accepted with no effect", option=key, value=value)
+        else:
             raise UnknownOptionError(
                 f"{where(key)}: AlignTune 0.x option that aligntune's evaluation does not have; remove it: "
                 f"{retired.instead}. See docs/evaluation.md (Coming from AlignTune 0.x)."
             )
-        if key in ALIASES:
-            target = ALIASES[key]
-            if target in values:
-                raise InvalidValueError(
-                    key, f"is AlignTune 0.x's name for {target}, which is also given; keep only {target}")
-            if value is None:  # 0.x's "not set": our own default (read back from the run) applies
-                continue
-            out[target] = _translate_value(key, value)
-            continue
-        out[key] = value
-    return out
+    renamed = rename_aliases(cls, kept, lines)
+    out = renamed.values
+    for alias in renamed.aliases_used:
+        option = alias_table(cls)[alias].option
+        if out[option] is None:  # 0.x's "not set": our own default (read back from the run) applies
+            del out[option]
+        else:
+            out[option] = _translate_value(alias, out[option])
+    return renamed

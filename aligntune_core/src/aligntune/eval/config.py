@@ -1,9 +1,12 @@
 """`EvalConfig`: what to evaluate, against which reference, on which data, with which metrics.
 
-AlignTune 0.x option names are accepted where they mean something here (see `aligntune.eval.compat`)."""
+AlignTune 0.x option names are accepted where they mean something here: declared on the field they stand for
+(`metadata=aliases(...)`, `aligntune.core.options`), with retired names and value translations in
+`aligntune.eval.compat`."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -11,8 +14,8 @@ from typing import Any
 import attrs
 
 from aligntune.core.config import (
-    InvalidValueError,
     _check,
+    _data_files,
     _is_int,
     _is_number,
     _non_empty_str,
@@ -20,21 +23,31 @@ from aligntune.core.config import (
     config_from_mapping,
     keyword_checked,
 )
+from aligntune.core.options import ALIGNTUNE_0X, InvalidValueError, aliases
 from aligntune.data.transforms import column_mapping_problem
 from aligntune.errors import ConfigError
-from aligntune.eval.compat import ALIASES, translate_options
+from aligntune.eval.compat import translate_options
 
 TASK_TYPES = ("dpo",)
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 DEFAULT_METRICS = ("reward_margin", "preference_accuracy")
 
 
-def _metric_list(value: Any) -> list[str]:
+def _metric_list(value: str | list[str] | None) -> list[str]:
     if value is None:  # AlignTune 0.x's "not set"
         return list(DEFAULT_METRICS)
     if isinstance(value, str):
         return [value]
     return list(value) if isinstance(value, (list, tuple)) else value  # anything else: the validator names it
+
+
+def _output_dir(value: str | os.PathLike[str]) -> str:
+    """A `pathlib.Path` is a directory name too; a number or a list is not (never `str()`-ed into one)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _task_type(value: str | None) -> str:
+    return "dpo" if value is None else value  # None: AlignTune 0.x's "the same as task_type"
 
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
@@ -56,7 +69,7 @@ def accepts_aligntune_0x(cls: type) -> type:
     checked_init = cls.__init__
 
     def __init__(self, **kwargs: Any) -> None:
-        checked_init(self, **translate_options(kwargs))
+        checked_init(self, **translate_options(cls, kwargs).values)
 
     __init__.__doc__ = cls.__doc__
     cls.__init__ = __init__
@@ -81,13 +94,14 @@ class EvalConfig:
 
     `dataset_name` may be left out when the data is passed to `run_eval(config, dataset=...)`."""
 
-    output_dir: str = attrs.field(converter=str, validator=_check(_non_empty_str, "a directory for the results"))
+    output_dir: str = attrs.field(converter=_output_dir,
+                                  validator=_check(_non_empty_str, "a directory for the results"))
     dataset_name: str | None = attrs.field(
         default=None, validator=_check(_optional(_non_empty_str), "a dataset id or a local file/directory"))
     model_path: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a model path"))
     task_type: str = attrs.field(default="dpo", validator=_check(lambda v: v in TASK_TYPES, f"one of {TASK_TYPES}"))
     # None: AlignTune 0.x's "the same as task_type".
-    data_task_type: str = attrs.field(default="dpo", converter=lambda v: "dpo" if v is None else v,
+    data_task_type: str = attrs.field(default="dpo", converter=_task_type,
                                       validator=_check(lambda v: v in TASK_TYPES, f"one of {TASK_TYPES}"))
     metrics: list[str] = attrs.field(
         factory=lambda: list(DEFAULT_METRICS),
@@ -107,16 +121,19 @@ class EvalConfig:
     base_model: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a model id or path"))
     use_unsloth: bool = attrs.field(default=False, validator=_check(lambda v: isinstance(v, bool), "true or false"))
     beta: float | None = attrs.field(
-        default=None, validator=_check(_optional(lambda v: _is_number(v) and v > 0), "a number > 0 or null")
+        default=None, validator=_check(_optional(lambda v: _is_number(v) and v > 0), "a number > 0 or null"),
+        metadata=aliases(dpo_beta=ALIGNTUNE_0X),
     )
     batch_size: int = attrs.field(default=8, validator=_check(lambda v: _is_int(v) and v > 0, "an integer >= 1"))
     max_seq_length: int | None = attrs.field(
-        default=None, validator=_check(_optional(lambda v: _is_int(v) and v >= 2), "an integer >= 2 or null")
+        default=None, validator=_check(_optional(lambda v: _is_int(v) and v >= 2), "an integer >= 2 or null"),
+        metadata=aliases(max_length=ALIGNTUNE_0X),
     )
     max_prompt_length: int | None = attrs.field(
         default=None, validator=_check(_optional(lambda v: _is_int(v) and v > 0), "an integer >= 1 or null")
     )
-    data_files: str | list[str] | dict[str, Any] | None = None
+    data_files: str | list[str] | dict[str, str | list[str]] | None = attrs.field(
+        default=None, validator=_check(_data_files, "a path, a list of paths, or a mapping split -> paths"))
     dataset_config: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a name"))
     dataset_adapter: str | None = attrs.field(default=None, validator=_check(_optional(_non_empty_str), "a name"))
     dataset_options: dict[str, Any] = attrs.field(
@@ -144,7 +161,9 @@ class EvalConfig:
     top_k: int | None = attrs.field(
         default=None, validator=_check(_optional(lambda v: _is_int(v) and v > 0), "an integer >= 1 or null"))
     seed: int = attrs.field(default=42, validator=_check(_is_int, "an integer"))
-    dtype: str = attrs.field(default="float32", validator=_check(lambda v: v in DTYPES, f"one of {DTYPES}"))
+    # AlignTune 0.x's precision (fp32, bf16, fp16, half, auto) is translated to these (aligntune.eval.compat).
+    dtype: str = attrs.field(default="float32", validator=_check(lambda v: v in DTYPES, f"one of {DTYPES}"),
+                             metadata=aliases(precision=ALIGNTUNE_0X))
     # None/"auto": cuda when available, else cpu.
     device: str | None = attrs.field(
         default=None, validator=_check(_device, "auto, cpu, cuda, cuda:N or mps"))
@@ -186,11 +205,10 @@ class EvalConfig:
             return f"{source}, key {key!r}" if source else f"option {key!r}"
 
         try:
-            translated = translate_options(values, where=where)
+            translated = translate_options(cls, values, lines, where=where)
         except InvalidValueError as exc:
             raise ConfigError(f"{where(exc.key)}: {exc.detail}") from None
-        lines = {**lines, **{target: lines[alias] for alias, target in ALIASES.items() if alias in lines}}
-        return config_from_mapping(cls, translated, source=source, lines=lines,
+        return config_from_mapping(cls, translated.values, source=source, lines=translated.lines,
                                    required=("output_dir", "dataset_name"), docs="docs/evaluation.md")
 
     def to_dict(self) -> dict[str, Any]:

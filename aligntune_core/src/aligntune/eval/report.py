@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from aligntune.atomic import write_json_atomic
 from aligntune.eval.context import EvalContext, NotComputed
 
 HISTOGRAM = "reward_margins.png"
@@ -113,7 +114,7 @@ def write_report(output_dir: Path, *, results: dict[str, float], context: EvalCo
     record = {"metrics": _finite_or_null(results), "plan": plan, "config": config, "data": data_report}
     if not_computed:
         record["not_computed"] = {name: entry.as_dict() for name, entry in not_computed.items()}
-    (output_dir / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json_atomic(output_dir / "results.json", record)  # read back by `aligntune export`: never half-written
     margins = [pair.margin for pair in context.pairs]
     write_histogram(margins, output_dir / HISTOGRAM, context.beta)
 

@@ -8,9 +8,9 @@ An entry is two files, ``<key>.pt`` (the tensors) and ``<key>.json`` (its metada
 and a blake2b checksum of the tensors' bytes). An entry is used only when both files are regular files (never
 symbolic links), the metadata names the requested key, and the tensors have the recorded shapes, the recorded
 checksum and only finite values. Anything else is logged as a warning and read as a miss, so the trainer recomputes
-and overwrites the entry. Entries are written to a temporary file in the cache directory, fsynced and renamed over
-the final name, which replaces a planted symbolic link instead of writing through it. Directories the cache creates
-are private (0700).
+and overwrites the entry. Entries are written with `aligntune.atomic` (a temporary file in the cache directory,
+fsynced, renamed over the final name), which replaces a planted symbolic link instead of writing through it.
+Directories the cache creates are private (0700), and so are its files (0600).
 
 The checksum catches corrupt, truncated, swapped or stale tensor files. It is not a signature: whoever can write
 into the cache directory can write a matching pair of files, which is why the directory is private and why a
@@ -19,7 +19,6 @@ directory owned by another user or writable by every user is not read from.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import io
@@ -27,7 +26,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,11 +34,14 @@ from typing import Any
 import structlog
 import torch
 
+from aligntune.atomic import write_atomic_with, write_bytes_atomic
+
 log = structlog.get_logger("aligntune.ref_cache")
 
 FORMAT = 2  # 2: checksummed entries (format-1 entries get different keys and are never read)
 CHECKSUM_ALGORITHM = "blake2b-256"
 DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600  # entries are private like their directory
 TENSORS = ("chosen", "rejected")
 _DTYPE = torch.float32
 _KEY = re.compile(r"[0-9A-Za-z_-]{1,128}")
@@ -268,8 +269,6 @@ def save(directory: Path, key: str, chosen: torch.Tensor, rejected: torch.Tensor
     if problem is not None:
         log.warning("reference log-prob cache directory is not private; its entries will not be read back",
                     path=str(directory), reason=f"cache directory {problem}")
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
     metadata = {
         "format": FORMAT,
         "key": key,
@@ -278,8 +277,9 @@ def save(directory: Path, key: str, chosen: torch.Tensor, rejected: torch.Tensor
         "meta": dict(meta),
     }
     # Tensors first, metadata last: a reader racing the writer sees a checksum mismatch (a miss), never bad values.
-    write_atomic(tensor_path, buffer.getvalue())
-    write_atomic(meta_path, (json.dumps(metadata, indent=2, default=str) + "\n").encode("utf-8"))
+    write_atomic_with(tensor_path, lambda temporary: torch.save(tensors, temporary), mode=FILE_MODE)
+    write_bytes_atomic(meta_path, (json.dumps(metadata, indent=2, default=str) + "\n").encode("utf-8"),
+                       mode=FILE_MODE)
     return tensor_path
 
 
@@ -317,34 +317,3 @@ def _chmod_directory(path: Path, mode: int) -> None:
         os.fchmod(descriptor, mode)
     finally:
         os.close(descriptor)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` without ever following a link at ``path``: a new private temporary file in the
-    same directory (created with O_EXCL, and O_NOFOLLOW where the platform has it), fsynced, then renamed over
-    ``path``. The rename replaces whatever is at ``path`` (a symbolic link included) rather than writing through it."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX); best effort, a failure here loses at most a cache entry."""
-    if not _O_DIRECTORY:
-        return
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)

@@ -1,7 +1,7 @@
 """Checkpoints a run can be resumed from.
 
 A checkpoint folder (`checkpoint-N`, written by the trainer) counts as complete only once its marker
-`aligntune_checkpoint.json` exists: the marker is written last, atomically (temporary name, fsync, rename), and holds
+`aligntune_checkpoint.json` exists: the marker is written last, atomically (`aligntune.atomic`), and holds
 the run's configuration fingerprint. A folder without it was being written when the process died, or was not
 written by aligntune; it is skipped with a warning.
 """
@@ -9,7 +9,6 @@ written by aligntune; it is skipped with a warning.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import attrs
 import structlog
 
+from aligntune.atomic import write_json_atomic  # re-exported: backends write the marker with it
 from aligntune.core.run_record import RUN_FILE
 from aligntune.errors import ResumeError
 
@@ -37,16 +37,6 @@ class Checkpoint:
     @property
     def complete(self) -> bool:
         return self.marker is not None
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so that a reader sees either no file or the whole file, even if the process dies midway."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, indent=2, default=str) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:

@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 import structlog
 import torch
-from aligntune.core.run_record import build_run_record, write_run_record
 from aligntune.data.length_report import announce
 from aligntune.errors import ConfigError, NonFiniteError, ResumeError, TrainingInterrupted
 from aligntune.launch import run_record_entry
@@ -35,6 +34,17 @@ from aligntune.runs import (
     run_fingerprint,
     stream_source_digest,
     write_json_atomic,
+)
+from aligntune.runs.record import (
+    DataReports,
+    DataSplit,
+    Processes,
+    ReferenceLogProbs,
+    ResumedFrom,
+    RunRecord,
+    RunStatus,
+    TokenizationCounts,
+    TrainMetrics,
 )
 from transformers import TrainerCallback
 from transformers.trainer_utils import TrainOutput, rotate_checkpoints
@@ -370,7 +380,7 @@ class RunLifecycleMixin:
         directory = Path(output_dir or self.args.output_dir)
         if self.is_world_process_zero():
             record = self.run_record(model_saved=True)
-            write_run_record(directory, record)
+            record.write(directory)
             self._write_model_card(directory, record)  # over PEFT's generic card for an adapter
         return str(directory)
 
@@ -380,7 +390,7 @@ class RunLifecycleMixin:
         loss and β, from the run record. `aligntune export` writes the same card, with evaluation results."""
         self._write_model_card(Path(self.args.output_dir))
 
-    def _write_model_card(self, directory: Path, record: dict[str, Any] | None = None) -> None:
+    def _write_model_card(self, directory: Path, record: RunRecord | None = None) -> None:
         if not self.is_world_process_zero():
             return
         from aligntune.export import render_model_card
@@ -392,13 +402,13 @@ class RunLifecycleMixin:
 
     def _write_record(self, directory: Path, *, model_saved: bool = False) -> None:
         if self.is_world_process_zero():
-            write_run_record(directory, self.run_record(model_saved=model_saved))
+            self.run_record(model_saved=model_saved).write(directory)
 
     def _refresh_stream_reports(self) -> None:
         for name, counter in self._length_counters.items():
             self.tokenization_reports[name] = counter.report()
 
-    def run_record(self, *, model_saved: bool = False) -> dict[str, Any]:
+    def run_record(self, *, model_saved: bool = False) -> RunRecord:
         """The record of this run; `model_saved`: whether the directory it goes into holds a model of it."""
         self._refresh_stream_reports()
         summary = next((entry for entry in reversed(self.state.log_history) if "train_runtime" in entry), {})
@@ -406,45 +416,49 @@ class RunLifecycleMixin:
         for split, source in (getattr(self, "data_sources", {}) or {}).items():
             if source is not None:  # a stream's counts as of now
                 reports[split] = source.report_now()
-        data = {}
-        for split, name in (("train", "train"), ("eval", "eval")):
-            if reports.get(split) is not None or name in self.tokenization_reports:
-                data[split] = {"adapter": reports.get(split), "tokenization": self.tokenization_reports.get(name)}
-        return build_run_record(
-            self.aligntune_config,
-            backend_details={
-                "reference_free": self.reference_free,
-                "reference_model": None if self.reference_free else resolved_path(self.aligntune_config.model_name),
-                "global_step": self.state.global_step,
-                "run": {
-                    "stop_reason": self._run.stop_reason,
-                    "model_saved": model_saved,
-                    "output_dir": str(Path(self.args.output_dir).resolve()),
-                    "resumed_from": self._run.resumed_from,
-                    "steps_run": self.state.global_step - self._run.initial_step,
-                    "max_steps": self.state.max_steps,
-                    "nonfinite_steps_skipped": self._guard.skipped_total,
-                    "on_nonfinite": self.aligntune_config.on_nonfinite,
-                    "fingerprint": self._fingerprint["digest"] if self._fingerprint else None,
-                },
-                "reference_log_probs": {"precomputed": bool(getattr(self, "precompute_ref_logps", False)),
-                                        "cache_hits": getattr(self, "ref_cache_hits", 0)},
-                "processes": {
-                    "world_size": self.accelerator.num_processes,
-                    **run_record_entry(self.aligntune_config),
-                    "distributed_type": str(self.accelerator.distributed_type.value),
-                },
-                "data": data,
-                "train_metrics": {
-                    "whole_run": {key.removeprefix("whole_run/"): value for key, value in summary.items()
-                                  if key.startswith("whole_run/")} or self._run.whole_run(),
-                    "last_window": {key.removeprefix("last_window/"): value for key, value in summary.items()
-                                    if key.startswith("last_window/")},
-                    "this_session": {key: value for key, value in summary.items()
-                                     if not key.startswith(("whole_run/", "last_window/"))},
-                },
-            },
+        splits: dict[str, DataSplit] = {}
+        for split in ("train", "eval"):
+            if reports.get(split) is not None or split in self.tokenization_reports:
+                counted = self.tokenization_reports.get(split)
+                splits[split] = DataSplit(adapter=reports.get(split), tokenization=None if counted is None else
+                                          TokenizationCounts(**_split_counts(counted)))
+        config = self.aligntune_config
+        resumed = self._run.resumed_from
+        return RunRecord.create(
+            config,
+            reference_free=self.reference_free,
+            global_step=self.state.global_step,
+            run=RunStatus(
+                stop_reason=self._run.stop_reason,
+                model_saved=model_saved,
+                output_dir=str(Path(self.args.output_dir).resolve()),
+                resumed_from=None if resumed is None else ResumedFrom(**resumed),
+                steps_run=self.state.global_step - self._run.initial_step,
+                max_steps=self.state.max_steps,
+                nonfinite_steps_skipped=self._guard.skipped_total,
+                on_nonfinite=config.on_nonfinite,
+                fingerprint=self._fingerprint["digest"] if self._fingerprint else None,
+            ),
+            reference_log_probs=ReferenceLogProbs(precomputed=bool(getattr(self, "precompute_ref_logps", False)),
+                                                  cache_hits=getattr(self, "ref_cache_hits", 0)),
+            processes=Processes(world_size=self.accelerator.num_processes, **run_record_entry(config),
+                                distributed_type=str(self.accelerator.distributed_type.value)),
+            data=DataReports(**splits),
+            train_metrics=TrainMetrics(
+                whole_run={key.removeprefix("whole_run/"): value for key, value in summary.items()
+                           if key.startswith("whole_run/")} or self._run.whole_run(),
+                last_window={key.removeprefix("last_window/"): value for key, value in summary.items()
+                             if key.startswith("last_window/")},
+                this_session={key: value for key, value in summary.items()
+                              if not key.startswith(("whole_run/", "last_window/"))},
+            ),
         )
+
+
+def _split_counts(report: dict[str, Any]) -> dict[str, Any]:
+    """A tokenization report as `TokenizationCounts` takes it: the counts it names, the rest as they are."""
+    named = ("pairs_in", "pairs_kept", "dropped")
+    return {**{key: report[key] for key in named}, "more": {k: v for k, v in report.items() if k not in named}}
 
 
 class JsonMetricsLog(TrainerCallback):

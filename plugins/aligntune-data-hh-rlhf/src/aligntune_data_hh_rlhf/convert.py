@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from aligntune.data import DatasetRequest, DropReport, PreferenceData, rows_to_dataset, validate_rows
+from aligntune.data.files import DataFiles, DirectoryLayout, resolve_data_files
 from aligntune.data.readers import iter_jsonl
 from aligntune_data_hh_rlhf import SUBSETS
 
@@ -106,43 +107,46 @@ def _split_file(directory: Path, split: str) -> Path | None:
     return None
 
 
-def local_files(request: DatasetRequest, subsets: tuple[str, ...] | None) -> list[Path]:
-    """Files named by `data_files`: files as given, or a directory laid out like the hub repo
-    (`<subset>/<split>.jsonl.gz`) or holding `<split>.jsonl(.gz)` itself."""
-    data_files = request.data_files
-    if isinstance(data_files, dict):
-        if request.split not in data_files:
-            raise HHRLHFError(f"data_files has no entry for split {request.split!r}; it has: {', '.join(data_files)}")
-        data_files = data_files[request.split]
-    entries = [Path(data_files)] if isinstance(data_files, (str, Path)) else [Path(p) for p in data_files]
-    files: list[Path] = []
-    for entry in entries:
-        entry = entry.expanduser()
-        if entry.is_file():
-            if subsets is not None:
-                raise HHRLHFError(
-                    f"a subset ({', '.join(subsets)}) was chosen but data_files names the file {entry}; point "
-                    "data_files at the directory holding the subset folders, or drop the subset"
-                )
-            files.append(entry)
-        elif entry.is_dir():
-            direct = _split_file(entry, request.split)
-            if direct is not None and subsets is None:
-                files.append(direct)
+def hub_layout(subsets: tuple[str, ...] | None, produced: set[Path]) -> DirectoryLayout:
+    """A directory laid out like the hub repo (`<subset>/<split>.jsonl.gz`) or holding `<split>.jsonl(.gz)` itself;
+    the files it picks are added to `produced`."""
+
+    def layout(directory: Path, split: str, _formats: Collection[str] | None) -> list[Path]:
+        direct = _split_file(directory, split)
+        if direct is not None and subsets is None:
+            produced.add(direct)
+            return [direct]
+        files = []
+        for subset in subsets or SUBSETS:
+            found = _split_file(directory / subset, split)
+            if found is None:
+                if subsets is not None:
+                    raise HHRLHFError(f"no {split}.jsonl(.gz) for subset {subset!r} under {directory}")
                 continue
-            for subset in subsets or SUBSETS:
-                found = _split_file(entry / subset, request.split)
-                if found is None:
-                    if subsets is not None:
-                        raise HHRLHFError(f"no {request.split}.jsonl(.gz) for subset {subset!r} under {entry}")
-                    continue
-                files.append(found)
-            if not files:
-                raise HHRLHFError(
-                    f"{entry}: no {request.split}.jsonl(.gz) here or in subset folders ({', '.join(SUBSETS)})"
-                )
-        else:
-            raise HHRLHFError(f"data file not found: {entry}")
+            files.append(found)
+        if not files:
+            raise HHRLHFError(
+                f"{directory}: no {split}.jsonl(.gz) here or in subset folders ({', '.join(SUBSETS)})"
+            )
+        produced.update(files)
+        return files
+
+    return layout
+
+
+def local_files(request: DatasetRequest, subsets: tuple[str, ...] | None) -> DataFiles | None:
+    """The local files of the request (aligntune.data.files: files, directories, globs, lists, {split: paths},
+    sliced splits), a directory read with the hub repo's layout; None for the hub."""
+    produced: set[Path] = set()
+    files = resolve_data_files(request.data_files, request.split, dataset_name=request.dataset_name,
+                               layout=hub_layout(subsets, produced), formats=None)  # any name: read as JSON Lines
+    if files is not None and subsets is not None:
+        named = [path for path in files.paths if path not in produced]
+        if named:
+            raise HHRLHFError(
+                f"a subset ({', '.join(subsets)}) was chosen but data_files names the file {named[0]}; point "
+                "data_files at the directory holding the subset folders, or drop the subset"
+            )
     return files
 
 
@@ -216,9 +220,11 @@ def load(request: DatasetRequest) -> PreferenceData:
             dropped["malformed"] += 1
             read["rows"] += 1
 
-        if request.data_files is not None:
-            files = local_files(request, subsets)
-            raw: Iterator[tuple[str, Any]] = (item for path in files for item in iter_jsonl(path, count_invalid))
+        files = local_files(request, subsets)
+        if files is not None:
+            # A percentage slice counts the lines first: that pass must not count invalid lines as dropped twice.
+            raw: Iterator[tuple[str, Any]] = files.rows(lambda path: iter_jsonl(path, count_invalid),
+                                                        count=lambda path: iter_jsonl(path, lambda _message: None))
         else:
             raw = _hub_rows(request, subsets)
 

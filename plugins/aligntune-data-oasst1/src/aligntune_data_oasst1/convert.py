@@ -8,19 +8,18 @@ sibling assistant replies to the same prompter message, with the thread from the
 
 from __future__ import annotations
 
-import glob
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import attrs
 import structlog
 
+from aligntune.data.files import every_data_file, resolve_data_files
 from aligntune.data.request import DatasetRequest, DropReport, PreferenceData
 from aligntune.data.rows import rows_to_dataset, validate_rows
+from aligntune.data.transforms import split_name
 from aligntune.errors import DataError
 
 log = structlog.get_logger("aligntune.data")
@@ -253,72 +252,17 @@ class Source:
 
 def _read_source(request: DatasetRequest, source_split: str) -> Source:
     source = Source()
-    paths = _local_paths(request, source_split)
-    if paths is None:
+    # aligntune.data.files: files, directories (every data file in them), globs, lists, {split: paths}, slices.
+    files = resolve_data_files(request.data_files, source_split, dataset_name=request.dataset_name,
+                               layout=every_data_file, formats=FILE_TYPES)
+    if files is None:
         dataset = _load_hub(request, source_split)
         name = f"{request.dataset_name} [{source_split}]"
         source.read_rows(name, ((f"{name} row {index}", row) for index, row in enumerate(dataset)))
         return source
-    from aligntune.data.readers import iter_file_rows
-
-    for path in paths:
-        source.read_rows(str(path), iter_file_rows(path))
+    for path, rows in files.by_file():
+        source.read_rows(str(path), rows)
     return source
-
-
-def _local_paths(request: DatasetRequest, source_split: str) -> list[Path] | None:
-    """The local files to read, or None for the hub."""
-    data_files = request.data_files
-    if data_files is None:
-        path = Path(request.dataset_name).expanduser()
-        if path.exists() or request.dataset_name.startswith((".", "/", "~")):
-            data_files = request.dataset_name  # a path given as the dataset name (with dataset_adapter="oasst")
-        else:
-            return None
-    if isinstance(data_files, Mapping):
-        if source_split not in data_files:
-            raise DataError(
-                f"data_files has no entry for split {source_split!r}; it has: {', '.join(map(str, data_files))}"
-            )
-        data_files = data_files[source_split]
-    names = [data_files] if isinstance(data_files, (str, PathLike)) else data_files
-    if not isinstance(names, (list, tuple)) or not names:
-        raise DataError(
-            f"data_files: expected a path, a non-empty list of paths, or a mapping split -> paths, got {data_files!r}"
-        )
-    paths: list[Path] = []
-    for name in names:
-        if not isinstance(name, (str, PathLike)):
-            raise DataError(f"data_files: expected paths, got {type(name).__name__} {_short(name)}")
-        paths.extend(_expand(Path(name).expanduser()))
-    return paths
-
-
-def _expand(path: Path) -> list[Path]:
-    from aligntune.data.readers import file_format
-
-    def supported(p: Path) -> bool:
-        return file_format(p) in FILE_TYPES
-
-    kinds = ", ".join(f".{t}" for t in FILE_TYPES) + " (optionally .gz)"
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and supported(p))
-        if not found:
-            raise DataError(f"{path}: no OpenAssistant data files ({kinds}) in this directory")
-        return found
-    if not path.exists() and glob.has_magic(str(path)):
-        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-        if not found:
-            raise DataError(f"data_files pattern {str(path)!r} matches no file")
-        paths = found
-    elif not path.exists():
-        raise DataError(f"data file not found: {path}")
-    else:
-        paths = [path]
-    for p in paths:
-        if not supported(p):
-            raise DataError(f"{p}: unsupported file type for OpenAssistant data; use {kinds}")
-    return paths
 
 
 def _load_hub(request: DatasetRequest, split: str):
@@ -556,7 +500,10 @@ def _pairs_for(
 
 def load(request: DatasetRequest) -> PreferenceData:
     options = parse_options(request.options)
-    source_split, held_out_side = _split_side(request.split, options.holdout_fraction)
+    name = split_name(request.split)
+    source_name, held_out_side = _split_side(name, options.holdout_fraction)
+    # A slice (`train[:10%]`) selects rows of the source, read before trees are held out: the hub's rows or the files'.
+    source_split = request.split.replace(name, source_name, 1)
     source = _read_source(request, source_split)
     pairs, counts = build_pairs(source, options, held_out_side, request.strict)
     report = DropReport()
