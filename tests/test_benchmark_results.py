@@ -75,6 +75,15 @@ FIGURES: list[tuple[str, str, dict[str, tuple[str, str, str]]]] = [
     *((HH_RLHF, f"| `{reason}` | {{n}} |", {"n": (CONVERSION, f"runs.aligntune.dropped.{reason}", ",")})
       for reason in ("identical_responses", "prompt_mismatch", "empty_rejected", "empty_chosen",
                      "response_contains_human_turn")),
+    # Loading a large file (synthetic data the benchmark writes).
+    ("docs/datasets.md", "a {size} MB JSONL of {rows} pairs loads in {seconds} s with a peak RSS of {peak} GB, "
+                         "{ratio}x the file above the imports, where the previous list-of-rows approach needed "
+                         "{old}x (`python benchmarks/large_file_load.py --baseline`",
+     {"size": (LARGE_FILE, lambda r: r["settings"]["file_bytes"] / 1e6, ",.0f"),
+      "rows": (LARGE_FILE, "runs.aligntune.rows", ","), "seconds": (LARGE_FILE, "runs.aligntune.seconds", ".1f"),
+      "peak": (LARGE_FILE, lambda r: r["runs"]["aligntune"]["peak_rss_bytes"] / 1e9, ".2f"),
+      "ratio": (LARGE_FILE, "runs.aligntune.peak_rss_over_file", ".2f"),
+      "old": (LARGE_FILE, "runs.list_of_dicts.peak_rss_over_file", ".2f")}),
     # The device every figure on the page is from: each stored result must name it.
     *((PERFORMANCE, "{cores} cores ({cpu}), {memory} GiB of memory, {gpu}, Python {python}, torch {torch} (CPU), "
                     "transformers {transformers}, TRL {trl}, `datasets` {datasets}",
@@ -99,7 +108,7 @@ FIGURES: list[tuple[str, str, dict[str, tuple[str, str, str]]]] = [
       "batch": (SHIPPED, "settings.batch_size", "d"), "length": (SHIPPED, "settings.max_length", "d"),
       "steps": (SHIPPED, "settings.steps", "d")}),
     (PERFORMANCE, "({low}–{high} of the CPU)",
-     {"low": (SHIPPED, "runs.trl-precompute-warm.contention.other_cpu_fraction", ".0%"),
+     {"low": (SHIPPED, lambda r: 100 * r["runs"]["trl-precompute-warm"]["contention"]["other_cpu_fraction"], ".0f"),
       "high": (SHIPPED, "runs.trl.contention.other_cpu_fraction", ".0%")}),
     (PERFORMANCE, "whose {ratio}× here is that disturbance: {defaults} s for the process against {cold} s for the "
                   "same settings undisturbed in the cold-cache row (its reference pass: {ref} s against {cold_ref} s)",
@@ -273,8 +282,14 @@ def test_each_stored_result_names_its_command_code_machine_and_versions(path):
 
 def test_every_stored_result_is_quoted_and_every_quoted_result_is_stored():
     pages = _page("docs/performance.md") + _page("docs/datasets.md") + _page("docs/datasets/hh-rlhf.md")
-    linked = set(re.findall(r"benchmarks/([\w.-]+\.json)", pages))
+    linked = set(re.findall(r"\]\((?:\.\./)?benchmarks/([\w.-]+\.json)\)", pages))
     assert linked == {path.name for path in _stored()}, "docs/benchmarks/ and the links to it differ"
+    assert set(STORED) == {path.name for path in _stored()}
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_the_performance_page_gives_each_stored_command(name):
+    assert _result(name)["command"] in _page(PERFORMANCE), f"{name}: its command is not on docs/performance.md"
 
 
 def test_run_tables_match_their_stored_results():
@@ -317,7 +332,8 @@ def test_no_ratio_in_the_measured_section_goes_unchecked():
             values = {slot: _fmt(_key(_result(file), path), spec) for slot, (file, path, spec) in keys.items()}
             text = text.replace(_normal(template.format(**values)), " ")
     text = re.sub(r"≥ \d+(\.\d+)?×", " ", text)  # targets, not measurements
-    assert not re.findall(r"[^\s]*\d+(?:\.\d+)?×[^\s]*", text), "a ratio on the page that no stored result backs"
+    unbacked = re.findall(r"[^\s]*\d+(?:\.\d+)?×[^\s]*", text)
+    assert not unbacked, f"ratios on the page that no stored result backs: {unbacked}"
 
 
 def test_the_auto_chunk_example_is_what_the_code_computes():

@@ -1,8 +1,9 @@
 """The training configuration: one validated, typed record built from keyword arguments or YAML.
 
-Every key of `create_rl_trainer`, the YAML file and `--set` is a field here, or another project's name for one,
-declared on the field (`aligntune.core.options`). Every value is checked by type and range when the config is built;
-errors name the key and, for YAML, the file and line.
+Every option of `create_rl_trainer`, the YAML file and `--set` is a field here, under its own name or another
+project's name for it, declared on the field (`aligntune.core.options`); TRL trainer settings routed into
+`training_args` and refused names are `aligntune.core.compat`'s. Every value is checked by type and range when the
+config is built; errors name the key and, for YAML, the file and line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from aligntune.core.options import ALIGNTUNE_0X, TRL, InvalidValueError, alias_table, aliases, rename_aliases
 from aligntune.data.transforms import (
     column_mapping_problem,
     describe_callable,
@@ -23,7 +25,6 @@ from aligntune.data.transforms import (
 from aligntune.errors import ConfigError, UnknownOptionError, did_you_mean
 from aligntune.data.mixture import mixture_problem
 from aligntune.launch import LAUNCHERS, distributed_problem
-from aligntune.core.options import ALIGNTUNE_0X, TRL, InvalidValueError, alias_table, aliases, rename_aliases
 
 SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
