@@ -183,6 +183,21 @@ def test_global_flags_anywhere_and_json_lines_only(tiny_model, pairs_jsonl, tmp_
 
     for argv in (["--log-level", "warning", "plugins", "list"], ["plugins", "list", "--log-level", "warning"]):
         assert _cli(*argv).returncode == 0
+    # The mode is a setting of the run: the record says which, and resuming in the other mode is no change of settings.
+    assert json.loads((out / "aligntune_run.json").read_text())["config"]["log_format"] == "json"
+
+
+def test_log_format_is_a_run_setting_in_python_too(tiny_model, pairs_jsonl, tmp_path):
+    script = (f"from aligntune import create_rl_trainer\n"
+              f"create_rl_trainer(model_name={str(tiny_model)!r}, dataset_name={str(pairs_jsonl)!r}, "
+              f"output_dir={str(tmp_path / 'run')!r}, max_steps=2, batch_size=4, precision='fp32', logging_steps=1, "
+              f"save_steps=None, log_format='json').train()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = [json.loads(line) for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert [event["step"] for event in events if event["event"] == "metrics" and "loss" in event] == [1, 2]
+    assert json.loads((tmp_path / "run" / "aligntune_run.json").read_text())["config"]["log_format"] == "json"
 
 
 @pytest.mark.parametrize("package", ["aligntune", "aligntune_backend_trl", "aligntune_data_hh_rlhf",

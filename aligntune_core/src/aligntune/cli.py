@@ -137,6 +137,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
         values["force_resume"] = True
     if args.overwrite_output_dir:
         values["overwrite_output_dir"] = True
+    if "log_format" not in values or any(arg.startswith("--log-format") for arg in argv):
+        values["log_format"] = args.log_format  # the flag (or its default) unless the file sets it; a given flag wins
     config = TrainConfig.from_mapping(values, source=config_file, lines=lines)
     from aligntune import launch
 
@@ -149,10 +151,8 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     del trainer  # nothing may hold the process group when it is destroyed
     _end_process_group()
     if main_process:  # under torchrun: one summary, not one per process
-        from aligntune.logging_setup import json_lines
-
         summary = {"output_dir": output_dir, **result.metrics}
-        if json_lines():  # one JSON line on stdout; nothing but JSON lines on stderr
+        if config.log_format == "json":  # one JSON line on stdout; nothing but JSON lines on stderr
             print(json.dumps(summary, default=str))
         else:
             print(json.dumps(summary, indent=2, default=str))
@@ -313,9 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     except AlignTuneError as exc:
-        from aligntune.logging_setup import json_lines
-
-        if json_lines():
+        if args.log_format == "json":
             print(json.dumps({"event": "error", "level": "error", "error": str(exc), "exit_code": exc.exit_code}),
                   file=sys.stderr)
         else:

@@ -28,6 +28,7 @@ from aligntune.launch import LAUNCHERS, distributed_problem
 
 SUPPORTED_ALGORITHMS = ("dpo",)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LOG_FORMATS = ("console", "json")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -381,6 +382,11 @@ class TrainConfig:
     )
     launcher: str | None = attrs.field(
         default=None, validator=_check(lambda v: v is None or v in LAUNCHERS, f"one of {LAUNCHERS}, or null (accelerate)")
+    )
+    # How the run reports: console lines with progress bars, or JSON lines only (no progress bars, metrics as events).
+    # None: the mode aligntune's logging is configured in (`--log-format`); the trainer is built with the value.
+    log_format: str | None = attrs.field(
+        default=None, validator=_check(lambda v: v is None or v in LOG_FORMATS, f"one of {LOG_FORMATS}, or null")
     )
 
     def __attrs_post_init__(self) -> None:

@@ -24,6 +24,7 @@ NOT_RESULT_SETTINGS = frozenset({
     # How processes are started and sharded: the same result to float tolerance. The number of processes does
     # change what trains (the global batch is batch_size x processes); it enters the fingerprint as `processes`.
     "distributed", "num_processes", "launcher",
+    "log_format",
 })
 NOT_RESULT_TRAINING_ARGS = frozenset({
     "disable_tqdm", "logging_dir", "logging_strategy", "logging_first_step", "save_total_limit", "save_strategy",

@@ -13,7 +13,7 @@ from aligntune.data import load_preference_data
 from aligntune.data.mixture import load_mixture
 from aligntune.errors import ConfigError, did_you_mean
 from aligntune.launch import running_kind
-from aligntune.logging_setup import adopt_library_logging, json_lines
+from aligntune.logging_setup import adopt_library_logging
 from aligntune.losses import resolve_loss
 
 from aligntune_backend_trl.layout import check_model_attention, choose_layout, requested_attention
@@ -66,7 +66,7 @@ def make_dpo_config(config: TrainConfig, *, precompute_ref_log_probs: bool):
     }
     if not torch.cuda.is_available():
         kwargs["use_cpu"] = True  # TRL's defaults refuse to start without a GPU otherwise
-    if json_lines():  # no progress bar; the metrics are logged as JSON lines instead (JsonMetricsLog)
+    if config.log_format == "json":  # no progress bar; the metrics are logged as JSON lines instead (JsonMetricsLog)
         kwargs["disable_tqdm"] = True
     if config.save_steps is None:
         kwargs["save_strategy"] = "no"
@@ -234,6 +234,9 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
 
     from aligntune_backend_trl.trainer import AlignTuneDPOTrainer
 
+    from aligntune.core.backend_factory import resolve_log_format
+
+    config = resolve_log_format(config)  # called directly (not through create_rl_trainer): the active mode
     adopt_library_logging()  # JSON-lines logs: transformers' and datasets' own output through them too
     if config.use_lora is None:
         config = attrs.evolve(config, use_lora=False)  # the TRL backend's default: full fine-tuning
@@ -293,7 +296,7 @@ def build_trainer(config: TrainConfig, *, model: Any = None, tokenizer: Any = No
         )
     except OSError as exc:
         raise ConfigError(f"cannot load model_name={config.model_name!r}: {exc}") from None
-    if json_lines():
+    if config.log_format == "json":
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         from aligntune_backend_trl.lifecycle import JsonMetricsLog

@@ -23,7 +23,6 @@ import torch
 from aligntune.core.config import TrainConfig
 from aligntune.data.length_report import LengthCounter, announce, tokenization_report
 from aligntune.launch import check_sharding
-from aligntune.logging_setup import json_lines
 from aligntune.losses import ResolvedLoss
 from aligntune.modeling import SHARED_KEY, CompletionLogps, pair_weights, preference_logps, ref_cache, split_pairs
 from aligntune.modeling.tokenize import common_prefix_length
@@ -341,7 +340,7 @@ class AlignTuneDPOTrainer(TrainerConveniences, RunLifecycleMixin, DPOTrainer):
                 self._reference_engine = prepare_deepspeed(self.model, self.accelerator)
             engine = self._reference_engine
         for batch in tqdm(loader, desc=f"Reference log-probs ({name})",
-                          disable=not self.is_local_process_zero() or json_lines()):
+                          disable=not self.is_local_process_zero() or self.aligntune_config.log_format == "json"):
             with self.accelerator.autocast():
                 ref = self.reference_logps(batch, engine)
             ref_chosen, ref_rejected = split_pairs(ref.logps)
