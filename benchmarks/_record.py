@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("torch", "transformers", "trl", "datasets", "accelerate", "pyarrow", "tokenizers", "aligntune-core",
             "aligntune-backend-trl", "aligntune-data-hh-rlhf")
 # Variables that change the figures if set (threads, allocator, devices, caches).
-ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_",
+ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX",
+               "MALLOC_TRIM_THRESHOLD_",
                "CUDA_VISIBLE_DEVICES", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ALIGNTUNE_CACHE_DIR")
 
 

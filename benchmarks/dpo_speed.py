@@ -351,7 +351,8 @@ def main() -> None:
             "speedup_vs_plain_trl": (results[headline]["samples_per_second"] / results["trl"]["samples_per_second"]
                                      if "trl" in results else None),
             "process_baseline": fastest_process,
-            "process_speedup_vs_trl": results[fastest_process]["process_seconds"] / results[headline]["process_seconds"],
+            "process_speedup_vs_trl": (results[fastest_process]["process_seconds"]
+                                       / results[headline]["process_seconds"]),
         })
     print(f"speedup_vs_trl: {speedup:.3f}")
     print(f"loss_max_abs_diff: {diffs[headline]:.3e}")

@@ -142,8 +142,8 @@ FIGURES: list[tuple[str, str, dict[str, tuple[str, str, str]]]] = [
       "trl_high": (SHIPPED, lambda r: max(_increments(r, TRL_RUNS)), "MiB,")}),
     (PERFORMANCE, "aligntune with the settings of its defaults on a CPU (sharing + packing + precompute, cold "
                   "cache), undisturbed: {ratio}× the samples/s of the better TRL row, {memory}× its peak memory, "
-                  "per-step losses within {loss} of TRL's. Whole process: {ours} s against {trl} s for TRL with precompute "
-                  "({process}×)",
+                  "per-step losses within {loss} of TRL's. Whole process: {ours} s against {trl} s for TRL with "
+                  "precompute ({process}×)",
      {"ratio": (SHIPPED, "runs.aligntune-precompute.samples_per_second_vs_best_trl", ".2f"),
       "memory": (SHIPPED, "runs.aligntune-precompute.peak_memory_vs_best_trl", ".2f"),
       "loss": (SHIPPED, "runs.aligntune-precompute.loss_max_abs_diff_vs_best_trl", "Δ"),
@@ -154,17 +154,19 @@ FIGURES: list[tuple[str, str, dict[str, tuple[str, str, str]]]] = [
     (PERFORMANCE, "TRL's reference pass takes {warm}–{cold} s", {
         "warm": (SHIPPED, "runs.trl-precompute-warm.precompute_seconds", ".1f"),
         "cold": (SHIPPED, "runs.trl-precompute.precompute_seconds", ".1f")}),
-    (PERFORMANCE, "aligntune's takes {ours} s", {"ours": (SHIPPED, "runs.aligntune-precompute.precompute_seconds", ".1f")}),
-    (PERFORMANCE, "| shipped | ≥ 3.5× the better TRL, memory ≤ 0.5× | {ratio}× and {memory}× with the defaults' "
-                  "settings undisturbed ({disturbed}× in the disturbed defaults row); memory {low}–{high}× across "
-                  "the packed runs",
+    (PERFORMANCE, "aligntune's takes {ours} s",
+     {"ours": (SHIPPED, "runs.aligntune-precompute.precompute_seconds", ".1f")}),
+    (PERFORMANCE, "| shipped | ≥ 3.5× the better TRL, memory ≤ 0.5× | {ratio}× and {memory}× with the "
+                  "defaults' settings undisturbed ({disturbed}× in the disturbed defaults row); memory "
+                  "{low}–{high}× across the packed runs",
      {"ratio": (SHIPPED, "runs.aligntune-precompute.samples_per_second_vs_best_trl", ".2f"),
       "memory": (SHIPPED, "runs.aligntune-precompute.peak_memory_vs_best_trl", ".2f"),
       "disturbed": (SHIPPED, "headline.speedup_vs_trl", ".2f"),
       "low": (SHIPPED, lambda r: min(r["runs"][n]["peak_memory_vs_best_trl"] for n in PACKED), ".2f"),
       "high": (SHIPPED, lambda r: max(r["runs"][n]["peak_memory_vs_best_trl"] for n in PACKED), ".2f")}),
     # Data preparation and conversion.
-    (PERFORMANCE, "| plain TRL: `datasets` JSON + `DPOTrainer` (prompt by common prefix, row-wise tokenization) | {s} |",
+    (PERFORMANCE, "| plain TRL: `datasets` JSON + `DPOTrainer` (prompt by common prefix, row-wise tokenization) "
+                  "| {s} |",
      {"s": (PREPARATION, "runs.trl.median_seconds", ".2f")}),
     (PERFORMANCE, "| aligntune: hh-rlhf plugin's lossless split + batched tokenization | {s} |",
      {"s": (PREPARATION, "runs.aligntune.median_seconds", ".2f")}),
@@ -183,10 +185,12 @@ FIGURES: list[tuple[str, str, dict[str, tuple[str, str, str]]]] = [
                   "and {ours} for aligntune",
      {"cut": (CONVERSION, "runs.trl.prompt_cut_into_response", ","), "kept": (CONVERSION, "runs.aligntune.kept", ","),
       "length": (PREPARATION, "settings.max_length", ","),
-      "trl": (PREPARATION, "runs.trl.prepared_pairs", ","), "ours": (PREPARATION, "runs.aligntune.prepared_pairs", ",")}),
+      "trl": (PREPARATION, "runs.trl.prepared_pairs", ","),
+      "ours": (PREPARATION, "runs.aligntune.prepared_pairs", ",")}),
     (PERFORMANCE, "(no tokenization): `python benchmarks/hh_rlhf_conversion.py` "
                   "([`hh_rlhf_conversion.json`](benchmarks/hh_rlhf_conversion.json)), {ours} s vs {trl} s.",
-     {"ours": (CONVERSION, "runs.aligntune.median_seconds", ".2f"), "trl": (CONVERSION, "runs.trl.median_seconds", ".2f")}),
+     {"ours": (CONVERSION, "runs.aligntune.median_seconds", ".2f"),
+      "trl": (CONVERSION, "runs.trl.median_seconds", ".2f")}),
     (PERFORMANCE, "the reference pass is a read of the disk cache ({warm} s here)",
      {"warm": (SHIPPED, "runs.aligntune-precompute-warm.precompute_seconds", ".1f")}),
 ]

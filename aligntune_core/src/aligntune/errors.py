@@ -51,6 +51,11 @@ class BackendUnavailableError(PluginError):
     """A backend is installed but cannot run here (for example its library is not importable)."""
 
 
+class BackendContractError(PluginError):
+    """A backend's trainer lacks what aligntune relies on (`aligntune.plugins.BackendTrainer`): a bug in that
+    plugin, named in the message."""
+
+
 class OutputDirError(AlignTuneError):
     """The output directory holds another run, is in use by another process, or cannot be used."""
 

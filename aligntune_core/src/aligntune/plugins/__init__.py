@@ -24,14 +24,17 @@ from aligntune.plugins.records import (
     install_hint,
     lazy,
 )
+from aligntune.plugins.trainer_protocol import BackendTrainer, TrainOutcome
 
 __all__ = [
     "BackendSpec",
+    "BackendTrainer",
     "DatasetAdapterSpec",
     "JudgeSpec",
     "LossSpec",
     "MetricSpec",
     "PluginInfo",
+    "TrainOutcome",
     "get_backend",
     "get_dataset_adapter",
     "get_judge",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # heavy types only for annotations
     from aligntune.core.config import TrainConfig
     from aligntune.data.request import DatasetRequest, PreferenceData
     from aligntune.losses.contract import LossInputs
+    from aligntune.plugins.trainer_protocol import BackendTrainer
 
 _NAME = re.compile(r"^[a-z][a-z0-9_\-]*$")
 
@@ -92,14 +93,16 @@ def _hub_id_items(instance: object, attribute: attrs.Attribute, value: tuple[obj
 class BackendSpec:
     """A training backend: turns a resolved `TrainConfig` into a trainer.
 
-    `create_trainer` must import its heavy libraries itself, so that discovering the plugin stays cheap.
+    `create_trainer` must import its heavy libraries itself, so that discovering the plugin stays cheap; what it
+    returns must be a `BackendTrainer` (`aligntune.plugins.trainer_protocol`: `train`, `evaluate`, `save_model`,
+    `log_history`, `config`), else using the backend is a `BackendContractError` (docs/plugins/writing-a-backend.md).
     `unavailable_reason` set means the backend is installed but cannot run here; it is shown by
     `aligntune plugins list` and raised when the backend is asked for.
     """
 
     name: str = attrs.field(validator=_valid_name)
     summary: str = attrs.field(validator=_one_line)
-    create_trainer: Callable[[TrainConfig], Any] = attrs.field(validator=_callable)
+    create_trainer: Callable[[TrainConfig], BackendTrainer] = attrs.field(validator=_callable)
     unavailable_reason: str | None = attrs.field(default=None, validator=_optional_text)
     # Optional: `load_model(path, *, base_model=None, dtype="float32") -> (model, tokenizer)` for evaluation;
     # with `base_model`, `path` is a LoRA adapter to attach to it.
