@@ -72,15 +72,8 @@ def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), corpus, vocab_size=400, seed=0)
 
 
-def write_fake_distribution(root: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]):
-    """Make `root` look like site-packages holding one installed distribution (nothing is pip-installed)."""
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[aligntune]\n{lines}\n", encoding="utf-8")
-    for module, source in modules.items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+# Fake installed plugins (nothing is pip-installed): shipped in aligntune.testing for plugin authors' tests too.
+from aligntune.testing import write_fake_distribution  # noqa: E402
 
 
 @pytest.fixture(scope="session")
