@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 from pathlib import Path
 
 import pytest
+
+# Fake installed plugins (nothing is pip-installed), shipped for plugin authors' tests too; tests import it from here.
+from aligntune.testing import write_fake_distribution  # noqa: F401
 
 # Tests never reach the Hugging Face Hub: fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,10 +72,6 @@ def tiny_model(tmp_path_factory) -> Path:
     corpus = [row["prompt"] + row["chosen"] + row["rejected"] for row in ARITHMETIC]
     corpus += ["Human: hello there\n\nAssistant: hi, how can I help?", "The quick brown fox jumps over the lazy dog."]
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), corpus, vocab_size=400, seed=0)
-
-
-# Fake installed plugins (nothing is pip-installed): shipped in aligntune.testing for plugin authors' tests too.
-from aligntune.testing import write_fake_distribution  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,19 @@ def test_the_members_checked_are_the_protocols():
     declared = {name for name in vars(BackendTrainer) if not name.startswith("_")}
     assert declared == set(METHODS) | set(ATTRIBUTES)
     assert missing_members(object()) == list(METHODS) + list(ATTRIBUTES)
+
+
+def test_the_contract_kit_names_each_failed_check_and_why(fake_backends):
+    from aligntune.testing import check_backend_contract
+
+    options = _options(fake_backends, "half")
+    with pytest.raises(AssertionError) as caught:
+        check_backend_contract("half", model_dir=options["model_name"], data_file=options["dataset_name"],
+                               workdir=fake_backends / "work", checks=["trainer-surface", "record-schema"])
+    message = str(caught.value)
+    assert message.startswith("backend 'half' fails 2 of 2 contract checks")
+    assert "- trainer-surface: (the in-process run) create_rl_trainer(backend='half', max_steps=3)" in message
+    assert "raised BackendContractError: backend 'half' (aligntune-backend-fake 0.3.1)" in message
+    assert "- record-schema: (the in-process run)" in message
+    with pytest.raises(ValueError, match="unknown contract checks \\['kill-9'\\]; the checks are: trainer-surface"):
+        check_backend_contract("half", model_dir="m", data_file="d", workdir=fake_backends / "w", checks=["kill-9"])

@@ -247,7 +247,9 @@ def _killed_and_resumed(kit: Kit) -> dict[str, Any]:
     process.send_signal(signal.SIGKILL)
     process.wait()
     complete = [c.step for c in _checkpoints(killed) if c.complete]
-    _expect(complete and max(complete) < STEPS, f"the killed run left complete checkpoints {complete}")
+    _expect(complete and max(complete) < STEPS,
+            f"the run to be killed after checkpoint-{KILL_AFTER} left complete checkpoints {complete} (none, or it "
+            "finished before the kill: each step pauses 0.5 s in the kit's loss, so the backend must call it)")
     last = max(complete)
     torn = killed / f"checkpoint-{last + 1}"
     if not torn.exists():  # as if the kill had come while it was written: weights cut short, no marker
@@ -319,9 +321,8 @@ def check_trainer_surface(kit: Kit) -> None:
             f"save_model({str(saved)!r}) returned {facts['saved_to']!r}, not that directory")
     _weights(saved)
     _record(saved)
-    for name in ("aligntune_run.json",):
-        _expect((facts["dir"] / name).is_file(), f"train() left no {name} in output_dir {facts['dir']}")
-    _weights(facts["dir"])
+    _weights(facts["dir"])  # train() left the model and the record in output_dir
+    _record(facts["dir"])
 
 
 def check_record_schema(kit: Kit) -> None:

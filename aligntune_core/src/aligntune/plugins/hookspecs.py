@@ -34,6 +34,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def aligntune_backends() -> Iterable[BackendSpec]:
     """Training backends this plugin provides.
 
+    `create_trainer(config)` returns a `BackendTrainer` (`train`, `evaluate`, `save_model`, `log_history`, `config`);
+    `aligntune.testing.check_backend_contract` checks the run guarantees behind them (docs/plugins/writing-a-backend.md).
+
     Example plugin module::
 
         from aligntune.plugins import BackendSpec, hookimpl
