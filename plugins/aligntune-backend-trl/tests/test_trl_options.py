@@ -52,7 +52,14 @@ def _plain_trl(tiny_model, tmp_path, rows, **dpo_args):
     plain = DPOTrainer(model=str(tiny_model), args=DPOConfig(**{**args, **dpo_args}),
                        train_dataset=datasets.Dataset.from_list(rows),
                        processing_class=AutoTokenizer.from_pretrained(tiny_model))
-    plain.train()
+    try:
+        plain.train()
+    except RuntimeError as exc:
+        if "active drivers" not in str(exc):
+            raise
+        # TRL 1.15 (the Unsloth environment) runs its fused LM head through Triton whenever triton is installed, and
+        # Triton needs a GPU: plain TRL cannot train on this CPU-only machine there (as in test_trl_backend.py).
+        pytest.skip(f"plain TRL cannot train on CPU here (Triton kernel without a GPU): {exc}")
     return plain
 
 
