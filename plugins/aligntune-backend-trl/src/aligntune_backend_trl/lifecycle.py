@@ -146,6 +146,10 @@ class StopOnSignal(TrainerCallback):
 
 
 class RunLifecycleMixin:
+    # Why this trainer cannot resume a checkpoint exactly (a backend sets it); None: it can. A resume that would
+    # silently train something else is refused instead.
+    resume_unsupported: str | None = None
+
     """Mixed in before `DPOTrainer`; `_init_lifecycle` must run before `DPOTrainer.__init__`."""
 
     def _init_lifecycle(self, config) -> None:
@@ -285,6 +289,8 @@ class RunLifecycleMixin:
         try:
             checkpoint = resolve_resume_checkpoint(output_dir, requested, fingerprint=self.run_fingerprint(),
                                                    force=config.force_resume)
+            if checkpoint is not None and self.resume_unsupported is not None:
+                raise ResumeError(f"cannot resume {checkpoint.path}: {self.resume_unsupported}")
             if self.is_world_process_zero():
                 prepare_output_dir(output_dir, resuming=checkpoint is not None, overwrite=config.overwrite_output_dir)
             if checkpoint is not None:

@@ -110,7 +110,17 @@ def create_trainer(config: TrainConfig):
         tokenizer.pad_token = tokenizer.eos_token
     log.info("unsloth model ready", model=config.model_name, lora=config.use_lora, four_bit=config.load_in_4bit)
     # Unsloth patches the attention forward; prefix sharing (a 4-D mask) stays opt-in here.
-    return build_trainer(config, model=model, tokenizer=tokenizer, prefix_sharing_default=False)
+    trainer = build_trainer(config, model=model, tokenizer=tokenizer, prefix_sharing_default=False)
+    if config.use_lora:
+        # Found by aligntune.testing.check_backend_contract on Unsloth's CPU fallback: a resumed LoRA run does not get
+        # its adapter weights back (its first resumed step has loss ln 2, the untrained adapter's), so it would
+        # silently train a fresh adapter on the old optimizer state. Refused until resuming is exact.
+        trainer.resume_unsupported = (
+            "resuming an Unsloth LoRA run does not restore its adapter weights (checked on Unsloth's CPU fallback; "
+            "not yet verified on a GPU), so it is refused rather than silently restarting the adapter. Start a new "
+            "run (another output_dir, or overwrite_output_dir: true), or train with backend: trl, which resumes "
+            "exactly")
+    return trainer
 
 
 def load_model(path: str, *, base_model: str | None = None, dtype: str = "float32",
